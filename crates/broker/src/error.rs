@@ -1,0 +1,116 @@
+//! The engine's errors, in its own words. The server maps each to an AMQP reply code.
+
+/// An engine operation that could not be carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// No such queue.
+    #[error("no queue '{queue}' in vhost '{vhost}'")]
+    QueueNotFound {
+        /// Vhost name.
+        vhost: String,
+        /// Queue name.
+        queue: String,
+    },
+    /// No such exchange.
+    #[error("no exchange '{exchange}' in vhost '{vhost}'")]
+    ExchangeNotFound {
+        /// Vhost name.
+        vhost: String,
+        /// Exchange name.
+        exchange: String,
+    },
+    /// An exclusive queue of another connection, or an exclusive flag mismatch.
+    #[error("cannot obtain exclusive access to locked queue '{queue}' in vhost '{vhost}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.")]
+    ExclusiveLocked {
+        /// Vhost name.
+        vhost: String,
+        /// Queue name.
+        queue: String,
+    },
+    /// A redeclaration that differs from the existing entity.
+    #[error("inequivalent arg '{arg}' for {kind} '{name}' in vhost '{vhost}': received {received} but current is {current}")]
+    Inequivalent {
+        /// "queue" or "exchange".
+        kind: &'static str,
+        /// Entity name.
+        name: String,
+        /// Vhost name.
+        vhost: String,
+        /// The argument that differs.
+        arg: String,
+        /// What the client sent, formatted as RabbitMQ does.
+        received: String,
+        /// What the entity has.
+        current: String,
+    },
+    /// `amq.` names are reserved.
+    #[error("{kind} name '{name}' contains reserved prefix 'amq.*'")]
+    ReservedName {
+        /// "queue" or "exchange".
+        kind: &'static str,
+        /// The refused name.
+        name: String,
+    },
+    /// The default exchange only accepts publishes.
+    #[error("operation not permitted on the default exchange")]
+    DefaultExchange,
+    /// `amq.*` exchanges cannot be deleted.
+    #[error("deletion of system exchange '{exchange}' in vhost '{vhost}' not allowed")]
+    SystemExchange {
+        /// Vhost name.
+        vhost: String,
+        /// Exchange name.
+        exchange: String,
+    },
+    /// Unknown exchange type.
+    #[error("unknown exchange type '{0}'")]
+    UnknownExchangeType(String),
+    /// delete if-unused on a queue with consumers, or an exchange with bindings.
+    #[error("{kind} '{name}' in vhost '{vhost}' in use")]
+    InUse {
+        /// "queue" or "exchange".
+        kind: &'static str,
+        /// Entity name.
+        name: String,
+        /// Vhost name.
+        vhost: String,
+    },
+    /// delete if-empty on a queue with messages.
+    #[error("queue '{queue}' in vhost '{vhost}' not empty")]
+    NotEmpty {
+        /// Vhost name.
+        vhost: String,
+        /// Queue name.
+        queue: String,
+    },
+    /// A second consumer on a queue with an exclusive consumer, or vice versa.
+    #[error("queue '{queue}' in vhost '{vhost}' in exclusive use")]
+    ExclusiveConsumer {
+        /// Vhost name.
+        vhost: String,
+        /// Queue name.
+        queue: String,
+    },
+    /// Publishing to an internal exchange.
+    #[error("cannot publish to internal exchange '{exchange}' in vhost '{vhost}'")]
+    InternalExchange {
+        /// Vhost name.
+        vhost: String,
+        /// Exchange name.
+        exchange: String,
+    },
+    /// A queue or exchange argument with a wrong type or value.
+    #[error("invalid arg '{arg}' for {kind} '{name}' in vhost '{vhost}': {reason}")]
+    InvalidArg {
+        /// "queue" or "exchange".
+        kind: &'static str,
+        /// Entity name.
+        name: String,
+        /// Vhost name.
+        vhost: String,
+        /// Argument name.
+        arg: String,
+        /// Why it is refused.
+        reason: String,
+    },
+}

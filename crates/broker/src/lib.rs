@@ -1,0 +1,90 @@
+//! Warren's routing engine: virtual hosts, exchanges, bindings, queues, consumers and
+//! the accounting of unacknowledged deliveries. No sockets and no frames.
+//!
+//! The server hands a published [`Message`] to [`VHost::route`], which returns the set of
+//! target queues (each at most once), then calls [`Queue::publish`] on each. A queue
+//! delivers to its consumers through the [`DeliverySink`] of the consumer's channel,
+//! which the server implements; consumer credit ([`Credit`]) bounds what is in flight.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use warren_broker::{Broker, Message, QueueOptions};
+//!
+//! let broker = Broker::new();
+//! let vhost = broker.vhost("/").unwrap();
+//! let opts = QueueOptions { name: "q".into(), ..QueueOptions::default() };
+//! vhost.declare_queue(opts, 1).unwrap();
+//! let msg = Arc::new(Message::new("", "q", bytes::Bytes::new(), bytes::Bytes::from("hi")));
+//! let queues = vhost.route("", "q", &msg).unwrap();
+//! for q in &queues { q.publish(msg.clone()); }
+//! assert_eq!(vhost.queue("q", 1).unwrap().message_count(), 1);
+//! ```
+
+pub mod args;
+pub mod credit;
+pub mod error;
+pub mod exchange;
+pub mod headers;
+pub mod message;
+pub mod names;
+pub mod queue;
+pub mod store;
+pub mod topic;
+pub mod vhost;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+pub use credit::Credit;
+pub use error::Error;
+pub use exchange::{ExchangeKind, ExchangeOptions};
+pub use message::{Message, QueuedMessage};
+pub use queue::{Consumer, Delivery, DeliverySink, Queue};
+pub use vhost::{QueueOptions, VHost};
+
+/// Identifies a client connection (for exclusive queues and consumers).
+pub type ConnectionId = u64;
+
+/// The whole broker state: the set of virtual hosts.
+#[derive(Debug)]
+pub struct Broker {
+    vhosts: RwLock<HashMap<String, Arc<VHost>>>,
+}
+
+impl Default for Broker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Broker {
+    /// A broker with the default vhost `/`.
+    pub fn new() -> Self {
+        let b = Broker {
+            vhosts: RwLock::new(HashMap::new()),
+        };
+        b.add_vhost("/");
+        b
+    }
+
+    /// Creates a vhost (with the predeclared `amq.*` exchanges) if it does not exist.
+    pub fn add_vhost(&self, name: &str) -> Arc<VHost> {
+        let mut vhosts = self.vhosts.write().unwrap_or_else(|e| e.into_inner());
+        vhosts
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(VHost::new(name)))
+            .clone()
+    }
+
+    /// Looks up a vhost.
+    pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
+        let vhosts = self.vhosts.read().unwrap_or_else(|e| e.into_inner());
+        vhosts.get(name).cloned()
+    }
+
+    /// Every vhost.
+    pub fn vhosts(&self) -> Vec<Arc<VHost>> {
+        let vhosts = self.vhosts.read().unwrap_or_else(|e| e.into_inner());
+        vhosts.values().cloned().collect()
+    }
+}

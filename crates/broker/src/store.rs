@@ -1,0 +1,125 @@
+//! Where a queue keeps its ready messages. The queue talks to its contents only through
+//! [`QueueStore`], so a persistent implementation can replace [`MemoryStore`] without
+//! touching routing or delivery.
+
+use std::collections::VecDeque;
+use std::fmt::Debug;
+
+use crate::message::QueuedMessage;
+
+/// The ready messages of one queue, in order of `seq`.
+pub trait QueueStore: Send + Debug {
+    /// Appends a newly published message.
+    fn push(&mut self, message: QueuedMessage);
+    /// Takes the message at the head.
+    fn pop(&mut self) -> Option<QueuedMessage>;
+    /// Puts previously taken messages back at their original positions (by `seq`).
+    fn requeue(&mut self, messages: Vec<QueuedMessage>);
+    /// Records that messages taken earlier are settled for good (acked or dropped).
+    fn settle(&mut self, _seqs: &[u64]) {}
+    /// Ready messages.
+    fn len(&self) -> usize;
+    /// Whether there are no ready messages.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Body bytes of ready messages.
+    fn bytes(&self) -> u64;
+    /// Drops every ready message; returns how many.
+    fn purge(&mut self) -> usize;
+}
+
+/// Ready messages held in memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    ready: VecDeque<QueuedMessage>,
+    bytes: u64,
+}
+
+impl QueueStore for MemoryStore {
+    fn push(&mut self, message: QueuedMessage) {
+        self.bytes += message.message.body.len() as u64;
+        self.ready.push_back(message);
+    }
+
+    fn pop(&mut self) -> Option<QueuedMessage> {
+        let m = self.ready.pop_front()?;
+        self.bytes -= m.message.body.len() as u64;
+        Some(m)
+    }
+
+    fn requeue(&mut self, mut messages: Vec<QueuedMessage>) {
+        messages.sort_by_key(|m| m.seq);
+        // Common case: everything goes back in front of the current head.
+        let head = self.ready.front().map_or(u64::MAX, |m| m.seq);
+        if messages.last().is_some_and(|m| m.seq < head) {
+            for m in messages.into_iter().rev() {
+                self.bytes += m.message.body.len() as u64;
+                self.ready.push_front(m);
+            }
+            return;
+        }
+        for m in messages {
+            self.bytes += m.message.body.len() as u64;
+            let at = self.ready.partition_point(|x| x.seq < m.seq);
+            self.ready.insert(at, m);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ready.len()
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn purge(&mut self) -> usize {
+        let n = self.ready.len();
+        self.ready.clear();
+        self.bytes = 0;
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use bytes::Bytes;
+    use std::sync::Arc;
+
+    fn qm(seq: u64) -> QueuedMessage {
+        QueuedMessage {
+            seq,
+            message: Arc::new(Message::new("", "q", Bytes::new(), Bytes::from(vec![0u8; 3]))),
+            redelivered: false,
+        }
+    }
+
+    #[test]
+    fn requeue_restores_original_positions() {
+        let mut s = MemoryStore::default();
+        for i in 0..6 {
+            s.push(qm(i));
+        }
+        let taken: Vec<_> = (0..4).filter_map(|_| s.pop()).collect();
+        assert_eq!(s.len(), 2);
+        // Put back 1 and 3 (out of order), then 0 and 2.
+        s.requeue(vec![taken[3].clone(), taken[1].clone()]);
+        s.requeue(vec![taken[2].clone(), taken[0].clone()]);
+        let order: Vec<u64> = std::iter::from_fn(|| s.pop()).map(|m| m.seq).collect();
+        assert_eq!(order, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(s.bytes(), 0);
+    }
+
+    #[test]
+    fn purge_counts() {
+        let mut s = MemoryStore::default();
+        s.push(qm(0));
+        s.push(qm(1));
+        assert_eq!(s.bytes(), 6);
+        assert_eq!(s.purge(), 2);
+        assert!(s.is_empty());
+    }
+}

@@ -1,0 +1,734 @@
+//! A virtual host: its exchanges and queues, and the operations on them that AMQP's
+//! `exchange.*`, `queue.*` and `basic.publish` need.
+//!
+//! Topology sits behind one `RwLock`: routing takes the read lock briefly and never
+//! awaits; declarations and deletions take the write lock. Queue state has its own lock
+//! (see [`Queue`]) and is never locked while the topology lock is held for writing,
+//! except to read counts.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use amq_protocol::types::FieldTable;
+
+use crate::args::{first_difference, EXCHANGE_EQUIVALENCE_KEYS, QUEUE_EQUIVALENCE_KEYS};
+use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeOptions};
+use crate::message::Message;
+use crate::queue::{Queue, Removed};
+use crate::{headers, names, topic, ConnectionId, Error};
+
+/// What `queue.declare` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct QueueOptions {
+    /// Name; empty for a server-named queue.
+    pub name: String,
+    /// Only check that it exists.
+    pub passive: bool,
+    /// Survives restarts.
+    pub durable: bool,
+    /// Owned by the declaring connection and deleted with it.
+    pub exclusive: bool,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// Arguments.
+    pub arguments: FieldTable,
+}
+
+#[derive(Debug, Default)]
+struct Topology {
+    exchanges: HashMap<String, Exchange>,
+    queues: HashMap<String, Arc<Queue>>,
+}
+
+/// A virtual host.
+#[derive(Debug)]
+pub struct VHost {
+    /// Its name.
+    pub name: String,
+    topology: RwLock<Topology>,
+}
+
+/// The exchanges every vhost starts with.
+pub const PREDECLARED: &[(&str, ExchangeKind)] = &[
+    ("", ExchangeKind::Direct),
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+    ("amq.headers", ExchangeKind::Headers),
+    ("amq.match", ExchangeKind::Headers),
+];
+
+impl VHost {
+    /// A vhost with the predeclared exchanges.
+    pub fn new(name: &str) -> Self {
+        let mut t = Topology::default();
+        for (x, kind) in PREDECLARED {
+            t.exchanges.insert(
+                (*x).to_string(),
+                Exchange::new(x, *kind, true, false, false, FieldTable::default()),
+            );
+        }
+        VHost {
+            name: name.to_string(),
+            topology: RwLock::new(t),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Topology> {
+        self.topology.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Topology> {
+        self.topology.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn queue_not_found(&self, name: &str) -> Error {
+        Error::QueueNotFound {
+            vhost: self.name.clone(),
+            queue: name.to_string(),
+        }
+    }
+
+    fn exchange_not_found(&self, name: &str) -> Error {
+        Error::ExchangeNotFound {
+            vhost: self.name.clone(),
+            exchange: name.to_string(),
+        }
+    }
+
+    fn check_exclusive(&self, q: &Queue, connection: ConnectionId) -> Result<(), Error> {
+        match q.exclusive_owner {
+            Some(owner) if owner != connection => Err(Error::ExclusiveLocked {
+                vhost: self.name.clone(),
+                queue: q.name.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    // ----- exchanges -----
+
+    /// `exchange.declare`.
+    ///
+    /// # Errors
+    /// 403-class errors for the default exchange and reserved names, unknown type,
+    /// not found (passive), inequivalent redeclaration.
+    pub fn declare_exchange(&self, o: &ExchangeOptions) -> Result<(), Error> {
+        if o.name.is_empty() {
+            return Err(Error::DefaultExchange);
+        }
+        if o.passive {
+            return if self.read().exchanges.contains_key(&o.name) {
+                Ok(())
+            } else {
+                Err(self.exchange_not_found(&o.name))
+            };
+        }
+        let kind =
+            ExchangeKind::parse(&o.kind).ok_or_else(|| Error::UnknownExchangeType(o.kind.clone()))?;
+        let mut t = self.write();
+        if let Some(x) = t.exchanges.get(&o.name) {
+            let inequivalent = |arg: &str, received: String, current: String| Error::Inequivalent {
+                kind: "exchange",
+                name: o.name.clone(),
+                vhost: self.name.clone(),
+                arg: arg.to_string(),
+                received,
+                current,
+            };
+            if x.kind != kind {
+                return Err(inequivalent(
+                    "type",
+                    format!("'{}'", kind.as_str()),
+                    format!("'{}'", x.kind.as_str()),
+                ));
+            }
+            for (arg, r, c) in [
+                ("durable", o.durable, x.durable),
+                ("auto_delete", o.auto_delete, x.auto_delete),
+                ("internal", o.internal, x.internal),
+            ] {
+                if r != c {
+                    return Err(inequivalent(arg, format!("'{r}'"), format!("'{c}'")));
+                }
+            }
+            if let Some((arg, r, c)) =
+                first_difference(EXCHANGE_EQUIVALENCE_KEYS, &o.arguments, &x.arguments)
+            {
+                return Err(inequivalent(arg, r, c));
+            }
+            return Ok(());
+        }
+        if o.name.starts_with("amq.") {
+            return Err(Error::ReservedName {
+                kind: "exchange",
+                name: o.name.clone(),
+            });
+        }
+        t.exchanges.insert(
+            o.name.clone(),
+            Exchange::new(&o.name, kind, o.durable, o.auto_delete, o.internal, o.arguments.clone()),
+        );
+        Ok(())
+    }
+
+    /// `exchange.delete`. Deleting a missing exchange succeeds, as on RabbitMQ.
+    ///
+    /// # Errors
+    /// Default or system exchange; `if_unused` with bindings.
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), Error> {
+        if name.is_empty() {
+            return Err(Error::DefaultExchange);
+        }
+        if name.starts_with("amq.") {
+            return Err(Error::SystemExchange {
+                vhost: self.name.clone(),
+                exchange: name.to_string(),
+            });
+        }
+        let mut t = self.write();
+        let Some(x) = t.exchanges.get(name) else {
+            return Ok(());
+        };
+        if if_unused && x.binding_count() > 0 {
+            return Err(Error::InUse {
+                kind: "exchange",
+                name: name.to_string(),
+                vhost: self.name.clone(),
+            });
+        }
+        t.exchanges.remove(name);
+        Self::remove_destination(&mut t, &Destination::Exchange(name.to_string()));
+        Ok(())
+    }
+
+    /// Whether an exchange exists.
+    pub fn has_exchange(&self, name: &str) -> bool {
+        self.read().exchanges.contains_key(name)
+    }
+
+    /// Removes all bindings to `dest` and deletes auto-delete exchanges left unbound.
+    fn remove_destination(t: &mut Topology, dest: &Destination) {
+        let mut emptied = Vec::new();
+        for x in t.exchanges.values_mut() {
+            if x.remove_destination(dest) > 0 && x.auto_delete && x.binding_count() == 0 {
+                emptied.push(x.name.clone());
+            }
+        }
+        for name in emptied {
+            t.exchanges.remove(&name);
+            Self::remove_destination(t, &Destination::Exchange(name));
+        }
+    }
+
+    // ----- queues -----
+
+    /// `queue.declare`. Returns the queue with its message and consumer counts.
+    ///
+    /// # Errors
+    /// Not found (passive), exclusive lock (405), reserved name (403), inequivalent
+    /// redeclaration (406).
+    pub fn declare_queue(
+        &self,
+        o: QueueOptions,
+        connection: ConnectionId,
+    ) -> Result<(Arc<Queue>, u32, u32), Error> {
+        if o.passive {
+            let q = self.queue(&o.name, connection)?;
+            let (m, c) = (q.message_count(), q.consumer_count());
+            return Ok((q, m, c));
+        }
+        let name = if o.name.is_empty() {
+            names::queue_name()
+        } else {
+            if o.name.starts_with("amq.") {
+                return Err(Error::ReservedName {
+                    kind: "queue",
+                    name: o.name,
+                });
+            }
+            o.name
+        };
+        // RabbitMQ (errata §30): durable + exclusive is an exclusive transient queue.
+        let durable = o.durable && !o.exclusive;
+        let owner = o.exclusive.then_some(connection);
+        let mut t = self.write();
+        if let Some(q) = t.queues.get(&name) {
+            let q = q.clone();
+            drop(t);
+            self.check_exclusive(&q, connection)?;
+            if q.exclusive_owner != owner {
+                return Err(Error::ExclusiveLocked {
+                    vhost: self.name.clone(),
+                    queue: name,
+                });
+            }
+            let inequivalent = |arg: &str, received: String, current: String| Error::Inequivalent {
+                kind: "queue",
+                name: name.clone(),
+                vhost: self.name.clone(),
+                arg: arg.to_string(),
+                received,
+                current,
+            };
+            for (arg, r, c) in [
+                ("durable", durable, q.durable),
+                ("auto_delete", o.auto_delete, q.auto_delete),
+            ] {
+                if r != c {
+                    return Err(inequivalent(arg, format!("'{r}'"), format!("'{c}'")));
+                }
+            }
+            if let Some((arg, r, c)) =
+                first_difference(QUEUE_EQUIVALENCE_KEYS, &o.arguments, &q.arguments)
+            {
+                return Err(inequivalent(arg, r, c));
+            }
+            let (m, c) = (q.message_count(), q.consumer_count());
+            return Ok((q, m, c));
+        }
+        let q = Arc::new(Queue::new(
+            &self.name,
+            &name,
+            durable,
+            owner,
+            o.auto_delete,
+            o.arguments,
+        ));
+        t.queues.insert(name, q.clone());
+        Ok((q, 0, 0))
+    }
+
+    /// Looks up a queue the connection may use.
+    ///
+    /// # Errors
+    /// Not found (404) or exclusive to another connection (405).
+    pub fn queue(&self, name: &str, connection: ConnectionId) -> Result<Arc<Queue>, Error> {
+        let q = self
+            .read()
+            .queues
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.queue_not_found(name))?;
+        self.check_exclusive(&q, connection)?;
+        Ok(q)
+    }
+
+    /// `queue.delete`. Returns the ready-message count; a missing queue gives 0.
+    ///
+    /// # Errors
+    /// Exclusive lock, `if_unused` with consumers, `if_empty` with messages.
+    pub fn delete_queue(
+        &self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+        connection: ConnectionId,
+    ) -> Result<u32, Error> {
+        let q = match self.queue(name, connection) {
+            Ok(q) => q,
+            Err(Error::QueueNotFound { .. }) => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        if if_unused && q.consumer_count() > 0 {
+            return Err(Error::InUse {
+                kind: "queue",
+                name: name.to_string(),
+                vhost: self.name.clone(),
+            });
+        }
+        if if_empty && q.message_count() > 0 {
+            return Err(Error::NotEmpty {
+                vhost: self.name.clone(),
+                queue: name.to_string(),
+            });
+        }
+        Ok(self.remove_queue(&q))
+    }
+
+    /// Removes a queue and its bindings, cancels its consumers. Returns its message count.
+    pub fn remove_queue(&self, q: &Arc<Queue>) -> u32 {
+        {
+            let mut t = self.write();
+            match t.queues.get(&q.name) {
+                Some(current) if Arc::ptr_eq(current, q) => {
+                    t.queues.remove(&q.name);
+                }
+                _ => return 0,
+            }
+            Self::remove_destination(&mut t, &Destination::Queue(q.name.clone()));
+        }
+        tracing::info!(vhost = %self.name, queue = %q.name, "queue deleted");
+        q.delete()
+    }
+
+    /// A consumer left; delete an auto-delete queue with no consumers left.
+    pub fn consumer_removed(&self, q: &Arc<Queue>, connection: ConnectionId, channel: u16, tag: &str) {
+        if q.remove_consumer(connection, channel, tag) == Removed::AutoDelete {
+            self.remove_queue(q);
+        }
+    }
+
+    /// `queue.purge`. Returns the number of messages removed.
+    ///
+    /// # Errors
+    /// Not found or exclusive lock.
+    pub fn purge_queue(&self, name: &str, connection: ConnectionId) -> Result<u32, Error> {
+        Ok(self.queue(name, connection)?.purge())
+    }
+
+    /// The connection closed: delete its exclusive queues.
+    pub fn connection_closed(&self, connection: ConnectionId) {
+        let owned: Vec<Arc<Queue>> = self
+            .read()
+            .queues
+            .values()
+            .filter(|q| q.exclusive_owner == Some(connection))
+            .cloned()
+            .collect();
+        for q in owned {
+            self.remove_queue(&q);
+        }
+    }
+
+    /// Number of queues.
+    pub fn queue_count(&self) -> usize {
+        self.read().queues.len()
+    }
+
+    // ----- bindings -----
+
+    fn check_binding_args(&self, x: &Exchange, args: &FieldTable) -> Result<(), Error> {
+        if x.kind == ExchangeKind::Headers {
+            headers::x_match(args).map_err(|reason| Error::InvalidArg {
+                kind: "exchange",
+                name: x.name.clone(),
+                vhost: self.name.clone(),
+                arg: "x-match".into(),
+                reason,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// `queue.bind`.
+    ///
+    /// # Errors
+    /// Default exchange (403), missing queue or exchange (404), exclusive lock (405).
+    pub fn bind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        args: &FieldTable,
+        connection: ConnectionId,
+    ) -> Result<(), Error> {
+        if exchange.is_empty() {
+            return Err(Error::DefaultExchange);
+        }
+        let q = self.queue(queue, connection)?;
+        let mut t = self.write();
+        if !t.queues.get(queue).is_some_and(|cur| Arc::ptr_eq(cur, &q)) {
+            return Err(self.queue_not_found(queue));
+        }
+        let x = t
+            .exchanges
+            .get_mut(exchange)
+            .ok_or_else(|| self.exchange_not_found(exchange))?;
+        self.check_binding_args(x, args)?;
+        x.bind(Destination::Queue(queue.to_string()), key, args.clone());
+        Ok(())
+    }
+
+    /// `queue.unbind`. Unbinding a binding that does not exist succeeds.
+    ///
+    /// # Errors
+    /// Default exchange (403), missing queue or exchange (404), exclusive lock (405).
+    pub fn unbind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        args: &FieldTable,
+        connection: ConnectionId,
+    ) -> Result<(), Error> {
+        if exchange.is_empty() {
+            return Err(Error::DefaultExchange);
+        }
+        self.queue(queue, connection)?;
+        let mut t = self.write();
+        let x = t
+            .exchanges
+            .get_mut(exchange)
+            .ok_or_else(|| self.exchange_not_found(exchange))?;
+        if x.unbind(&Destination::Queue(queue.to_string()), key, args)
+            && x.auto_delete
+            && x.binding_count() == 0
+        {
+            let name = x.name.clone();
+            t.exchanges.remove(&name);
+            Self::remove_destination(&mut t, &Destination::Exchange(name));
+        }
+        Ok(())
+    }
+
+    /// `exchange.bind`: route from `source` to `destination` as well.
+    ///
+    /// # Errors
+    /// Default exchange (403), missing exchange (404).
+    pub fn bind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        key: &str,
+        args: &FieldTable,
+    ) -> Result<(), Error> {
+        if destination.is_empty() || source.is_empty() {
+            return Err(Error::DefaultExchange);
+        }
+        let mut t = self.write();
+        if !t.exchanges.contains_key(destination) {
+            return Err(self.exchange_not_found(destination));
+        }
+        let x = t
+            .exchanges
+            .get_mut(source)
+            .ok_or_else(|| self.exchange_not_found(source))?;
+        self.check_binding_args(x, args)?;
+        x.bind(Destination::Exchange(destination.to_string()), key, args.clone());
+        Ok(())
+    }
+
+    /// `exchange.unbind`.
+    ///
+    /// # Errors
+    /// Default exchange (403), missing exchange (404).
+    pub fn unbind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        key: &str,
+        args: &FieldTable,
+    ) -> Result<(), Error> {
+        if destination.is_empty() || source.is_empty() {
+            return Err(Error::DefaultExchange);
+        }
+        let mut t = self.write();
+        if !t.exchanges.contains_key(destination) {
+            return Err(self.exchange_not_found(destination));
+        }
+        let x = t
+            .exchanges
+            .get_mut(source)
+            .ok_or_else(|| self.exchange_not_found(source))?;
+        if x.unbind(&Destination::Exchange(destination.to_string()), key, args)
+            && x.auto_delete
+            && x.binding_count() == 0
+        {
+            let name = x.name.clone();
+            t.exchanges.remove(&name);
+            Self::remove_destination(&mut t, &Destination::Exchange(name));
+        }
+        Ok(())
+    }
+
+    // ----- routing -----
+
+    /// Checks that `exchange` exists and may be published to.
+    ///
+    /// # Errors
+    /// 404 for a missing exchange, 403 for an internal one.
+    pub fn check_publish(&self, exchange: &str) -> Result<(), Error> {
+        let t = self.read();
+        match t.exchanges.get(exchange) {
+            None => Err(self.exchange_not_found(exchange)),
+            Some(x) if x.internal => Err(Error::InternalExchange {
+                vhost: self.name.clone(),
+                exchange: exchange.to_string(),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The queues a message published to `exchange` with `routing_key` goes to, each
+    /// once, following exchange-to-exchange bindings (loops are cut).
+    ///
+    /// # Errors
+    /// 404 for a missing exchange, 403 for an internal one.
+    pub fn route(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: &Message,
+    ) -> Result<Vec<Arc<Queue>>, Error> {
+        let t = self.read();
+        if exchange.is_empty() {
+            return Ok(t.queues.get(routing_key).cloned().into_iter().collect());
+        }
+        let x = t
+            .exchanges
+            .get(exchange)
+            .ok_or_else(|| self.exchange_not_found(exchange))?;
+        if x.internal {
+            return Err(Error::InternalExchange {
+                vhost: self.name.clone(),
+                exchange: exchange.to_string(),
+            });
+        }
+        let words = topic::split(routing_key);
+        let headers = message.headers();
+        let mut dests = Vec::new();
+        x.route(routing_key, &words, headers, &mut dests);
+        let mut out: Vec<Arc<Queue>> = Vec::with_capacity(dests.len());
+        let mut seen_queues: HashSet<&str> = HashSet::new();
+        let mut seen_exchanges: HashSet<&str> = HashSet::new();
+        seen_exchanges.insert(exchange);
+        let mut i = 0;
+        while i < dests.len() {
+            match dests[i] {
+                Destination::Queue(name) => {
+                    if seen_queues.insert(name.as_str()) {
+                        if let Some(q) = t.queues.get(name) {
+                            out.push(q.clone());
+                        }
+                    }
+                }
+                Destination::Exchange(name) => {
+                    if seen_exchanges.insert(name.as_str()) {
+                        if let Some(next) = t.exchanges.get(name) {
+                            next.route(routing_key, &words, headers, &mut dests);
+                        }
+                    }
+                }
+            }
+            i += 1;
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn msg(rk: &str) -> Message {
+        Message::new("x", rk, Bytes::new(), Bytes::new())
+    }
+    fn declare_q(v: &VHost, name: &str) {
+        v.declare_queue(
+            QueueOptions {
+                name: name.into(),
+                ..Default::default()
+            },
+            1,
+        )
+        .unwrap();
+    }
+    fn declare_x(v: &VHost, name: &str, kind: &str) {
+        v.declare_exchange(&ExchangeOptions {
+            name: name.into(),
+            kind: kind.into(),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    fn names(qs: Vec<Arc<Queue>>) -> Vec<String> {
+        let mut n: Vec<_> = qs.iter().map(|q| q.name.clone()).collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn one_copy_per_queue_even_with_several_matching_bindings() {
+        let v = VHost::new("/");
+        declare_q(&v, "q");
+        declare_x(&v, "t", "topic");
+        let none = FieldTable::default();
+        v.bind_queue("q", "t", "a.*", &none, 1).unwrap();
+        v.bind_queue("q", "t", "#", &none, 1).unwrap();
+        v.bind_queue("q", "t", "a.b", &none, 1).unwrap();
+        assert_eq!(names(v.route("t", "a.b", &msg("a.b")).unwrap()), vec!["q"]);
+    }
+
+    #[test]
+    fn exchange_to_exchange_with_a_loop() {
+        let v = VHost::new("/");
+        declare_q(&v, "q");
+        declare_x(&v, "a", "fanout");
+        declare_x(&v, "b", "fanout");
+        let none = FieldTable::default();
+        v.bind_exchange("b", "a", "", &none).unwrap();
+        v.bind_exchange("a", "b", "", &none).unwrap();
+        v.bind_queue("q", "b", "", &none, 1).unwrap();
+        assert_eq!(names(v.route("a", "", &msg("")).unwrap()), vec!["q"]);
+    }
+
+    #[test]
+    fn declare_rules() {
+        let v = VHost::new("/");
+        declare_x(&v, "d", "direct");
+        let e = v
+            .declare_exchange(&ExchangeOptions {
+                name: "d".into(),
+                kind: "fanout".into(),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(e.to_string(), "inequivalent arg 'type' for exchange 'd' in vhost '/': received 'fanout' but current is 'direct'");
+        assert!(matches!(
+            v.declare_exchange(&ExchangeOptions {
+                name: "amq.new".into(),
+                kind: "direct".into(),
+                ..Default::default()
+            }),
+            Err(Error::ReservedName { .. })
+        ));
+        // Redeclaring a predeclared exchange with equal properties is fine.
+        v.declare_exchange(&ExchangeOptions {
+            name: "amq.direct".into(),
+            kind: "direct".into(),
+            durable: true,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(matches!(
+            v.delete_exchange("amq.direct", false),
+            Err(Error::SystemExchange { .. })
+        ));
+        assert_eq!(v.delete_exchange("", false), Err(Error::DefaultExchange));
+        let (q, _, _) = v
+            .declare_queue(
+                QueueOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                7,
+            )
+            .unwrap();
+        assert!(q.name.starts_with("amq.gen-"));
+        assert!(matches!(
+            v.queue(&q.name, 8),
+            Err(Error::ExclusiveLocked { .. })
+        ));
+        v.connection_closed(7);
+        assert!(matches!(v.queue(&q.name, 7), Err(Error::QueueNotFound { .. })));
+    }
+
+    #[test]
+    fn delete_queue_removes_bindings_and_auto_delete_exchange() {
+        let v = VHost::new("/");
+        declare_q(&v, "q");
+        v.declare_exchange(&ExchangeOptions {
+            name: "ad".into(),
+            kind: "fanout".into(),
+            auto_delete: true,
+            ..Default::default()
+        })
+        .unwrap();
+        v.bind_queue("q", "ad", "", &FieldTable::default(), 1).unwrap();
+        assert!(v.delete_exchange("ad", true).is_err());
+        v.delete_queue("q", false, false, 1).unwrap();
+        assert!(!v.has_exchange("ad"));
+    }
+}
