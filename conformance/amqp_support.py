@@ -14,7 +14,6 @@ import contextlib
 import os
 import time
 import uuid
-from urllib.parse import urlparse
 
 import pika
 import pika.exceptions as pex
@@ -126,6 +125,17 @@ def sync_probe(ch):
     ch.exchange_declare("amq.direct", passive=True)
 
 
+def _log_close(kind, exc):
+    """If CONFORMANCE_LOG_CLOSES names a file, append every broker close the
+    suite asserts on (handy for diffing Warren's reply texts against
+    RabbitMQ's)."""
+    path = os.environ.get("CONFORMANCE_LOG_CLOSES")
+    if path:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{test}\t{kind}\t{exc.reply_code}\t{exc.reply_text}\n")
+
+
 def _check_text(actual, expected_prefix):
     if expected_prefix is None:
         return
@@ -170,6 +180,7 @@ def expect_channel_close(ch, code, text_prefix=None, conn=None):
         ) from e
     if out.exc is None:
         raise AssertionError(f"expected channel close {code}, but nothing was raised")
+    _log_close("channel", out.exc)
     assert out.exc.reply_code == code, (
         f"expected reply code {code}, got {out.exc.reply_code} {out.exc.reply_text!r}"
     )
@@ -205,6 +216,7 @@ def expect_connection_close(conn, code, text_prefix=None, ch=None):
         raise AssertionError(
             f"expected connection close {code}, but nothing was raised"
         )
+    _log_close("connection", out.exc)
     assert out.exc.reply_code == code, (
         f"expected reply code {code}, got {out.exc.reply_code} {out.exc.reply_text!r}"
     )

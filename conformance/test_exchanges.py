@@ -71,7 +71,7 @@ def test_redeclare_with_different_alternate_exchange(conn, ch, make_exchange, vh
     with expect_channel_close(
             ch, PRECONDITION_FAILED,
             f"PRECONDITION_FAILED - inequivalent arg 'alternate-exchange' for "
-            f"exchange '{name}' in vhost '{vhost}'",
+            f"exchange '{name}' in vhost '{vhost}': received 'ae2' but current is 'ae1'",
             conn=conn):
         ch.exchange_declare(name, "direct", arguments={"alternate-exchange": "ae2"})
 

@@ -4,16 +4,51 @@ import datetime
 import decimal
 import hashlib
 import os
+import struct
 
 import pika
+import pika.data
 import pytest
 
 from amqp_support import PRECONDITION_FAILED, Collector, eventually, expect_channel_close
 
 # Every field type pika can encode in a header table:
 #   str -> 'S', bytes -> 'x', int -> 'I' (32-bit) or 'l'/'L' (64-bit),
-#   bool -> 't', float -> 'd', Decimal -> 'D', datetime -> 'T', dict -> 'F',
-#   list -> 'A', None -> 'V'
+#   bool -> 't', Decimal -> 'D', datetime -> 'T', dict -> 'F', list -> 'A',
+#   None -> 'V'.
+# pika 1.3.2 cannot encode a float at all (UnsupportedAMQPFieldException), so
+# the ``encoder`` fixture below teaches it 'd' (double) for floats and, via
+# Typed(), the other field types RabbitMQ accepts ('b', 'B', 's', 'u', 'i',
+# 'f').
+
+
+class Typed:
+    """A header value sent with an explicit AMQP field-type tag."""
+
+    def __init__(self, tag, fmt, value):
+        self.tag, self.fmt, self.value = tag, fmt, value
+
+    def __repr__(self):
+        return f"Typed({self.tag!r}, {self.value!r})"
+
+
+@pytest.fixture
+def encoder(monkeypatch):
+    real = pika.data.encode_value
+
+    def encode_value(pieces, value):
+        if isinstance(value, Typed):
+            packed = struct.pack(">c" + value.fmt, value.tag, value.value)
+            pieces.append(packed)
+            return len(packed)
+        if isinstance(value, float):
+            pieces.append(struct.pack(">cd", b"d", value))
+            return 9
+        return real(pieces, value)
+
+    monkeypatch.setattr(pika.data, "encode_value", encode_value)
+
+
 HEADERS = {
     "str": "hello \u00e9\u4e16",
     "empty-str": "",
@@ -44,7 +79,7 @@ HEADERS = {
 def expected_header_value(value):
     """What pika 1.3.2 decodes a value back to.  pika decodes a 'd' double
     with int() (a pika bug), so floats come back truncated to int; the raw
-    bytes are compared separately in test_property_bytes_pass_through."""
+    bytes are compared exactly in test_property_bytes_pass_through."""
     if isinstance(value, float):
         return int(value)
     if isinstance(value, dict):
@@ -80,7 +115,7 @@ def roundtrip_get(ch, pub, q, body, properties=None):
     return p, got
 
 
-def test_all_properties_round_trip_via_get(ch, pub, broker):
+def test_all_properties_round_trip_via_get(ch, pub, broker, encoder):
     q = ch.queue_declare("", exclusive=True).method.queue
     sent = full_properties()
     sent.user_id = broker.username
@@ -93,7 +128,7 @@ def test_all_properties_round_trip_via_get(ch, pub, broker):
     assert p.headers == expected_header_value(HEADERS)
 
 
-def test_all_properties_round_trip_via_consume(conn, ch, pub, broker):
+def test_all_properties_round_trip_via_consume(conn, ch, pub, broker, encoder):
     q = ch.queue_declare("", exclusive=True).method.queue
     sent = full_properties()
     sent.user_id = broker.username
@@ -107,7 +142,7 @@ def test_all_properties_round_trip_via_consume(conn, ch, pub, broker):
     assert p.priority == 7 and p.delivery_mode == 2
 
 
-def test_header_value_types(ch, pub):
+def test_header_value_types(ch, pub, encoder):
     q = ch.queue_declare("", exclusive=True).method.queue
     p, _ = roundtrip_get(ch, pub, q, b"", pika.BasicProperties(headers=HEADERS))
     h = p.headers
@@ -127,7 +162,7 @@ def test_header_value_types(ch, pub):
     assert h["empty-table"] == {} and h["empty-list"] == []
 
 
-def test_property_bytes_pass_through(ch, pub, broker, monkeypatch):
+def test_property_bytes_pass_through(ch, pub, broker, monkeypatch, encoder):
     """The encoded property list the consumer receives is byte-for-byte the one
     the publisher sent (RabbitMQ forwards it untouched)."""
     sent_raw, recv_raw = [], []
@@ -148,7 +183,12 @@ def test_property_bytes_pass_through(ch, pub, broker, monkeypatch):
     q = ch.queue_declare("", exclusive=True).method.queue
     sent = full_properties()
     sent.user_id = broker.username
-    sent.headers = dict(HEADERS, float_frac=1.25, float_neg=-0.5)
+    sent.headers = dict(
+        HEADERS, float_frac=1.25, float_neg=-0.5,
+        short_short=Typed(b"b", "b", -5), short_short_u=Typed(b"B", "B", 250),
+        short=Typed(b"s", "h", -300), short_u=Typed(b"u", "H", 65000),
+        long_u=Typed(b"i", "I", 4000000000), float32=Typed(b"f", "f", 1.5),
+        in_list=[Typed(b"s", "h", 7), Typed(b"f", "f", -2.5)])
     roundtrip_get(ch, pub, q, b"raw", sent)
     assert len(sent_raw) == 1 and len(recv_raw) == 1
     assert recv_raw[0] == sent_raw[0]
@@ -251,3 +291,18 @@ def test_very_large_body(ch, pub):
     m, p, got = ch.basic_get(q, auto_ack=True)
     assert len(got) == size
     assert hashlib.sha256(got).digest() == hashlib.sha256(body).digest()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_body_over_max_message_size(conn, ch):
+    """RabbitMQ 3.10: max_message_size defaults to 128 MiB; one byte more is a
+    channel error (4.x lowered the default to 16 MiB)."""
+    q = ch.queue_declare("", exclusive=True).method.queue
+    size = 128 * 1024 * 1024 + 1
+    with expect_channel_close(
+            ch, PRECONDITION_FAILED,
+            f"PRECONDITION_FAILED - message size {size} is larger than configured "
+            f"max size {128 * 1024 * 1024}",
+            conn=conn):
+        ch.basic_publish("", q, b"\x00" * size)

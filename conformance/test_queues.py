@@ -12,7 +12,9 @@ from amqp_support import (ACCESS_REFUSED, NOT_FOUND, PRECONDITION_FAILED,
 
 def locked_text(q, vhost):
     return (f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue "
-            f"'{q}' in vhost '{vhost}'")
+            f"'{q}' in vhost '{vhost}'. It could be originally declared on another "
+            f"connection or the exclusive property value does not match that of "
+            f"the original declaration.")
 
 
 def test_server_named_queue(ch):
@@ -88,12 +90,12 @@ def test_redeclare_inequivalent_flags(conn, ch, make_queue, vhost, field, first,
 
 def test_redeclare_inequivalent_x_argument(conn, ch, make_queue, vhost):
     q = make_queue(arguments={"x-message-ttl": 60000})
-    # an equivalent redeclare is fine, even with a different integer width
+    # an equivalent redeclare is fine
     ch.queue_declare(q, arguments={"x-message-ttl": 60000})
     with expect_channel_close(
             ch, PRECONDITION_FAILED,
             f"PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue "
-            f"'{q}' in vhost '{vhost}'",
+            f"'{q}' in vhost '{vhost}': received '1000' but current is '60000'",
             conn=conn):
         ch.queue_declare(q, arguments={"x-message-ttl": 1000})
 
@@ -345,3 +347,21 @@ def test_delete_queue_with_consumer_notifies_consumer(conn, ch, make_queue):
                msg="no basic.cancel after deleting the consumed queue")
     assert cancelled[0].consumer_tag == c.tag
     assert other.is_open
+
+
+def test_empty_queue_name_means_last_declared_queue(ch, pub, make_exchange):
+    x = make_exchange("direct")
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind("", x, routing_key="k")  # '' = the channel's last declared queue
+    pub.basic_publish(x, "k", b"via-last", mandatory=True)
+    assert queue_counts(ch, q) == (1, 0)
+    m, _, body = ch.basic_get("", auto_ack=True)
+    assert body == b"via-last" and m.routing_key == "k"
+    assert ch.queue_purge("").method.message_count == 0
+
+
+def test_empty_queue_name_without_previous_declare(conn, ch):
+    with expect_channel_close(ch, NOT_FOUND,
+                              "NOT_FOUND - no previously declared queue",
+                              conn=conn):
+        ch.queue_bind("", "amq.direct", routing_key="k")

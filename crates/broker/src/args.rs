@@ -68,11 +68,11 @@ pub fn format_value(v: &AMQPValue) -> String {
     }
 }
 
-/// `the value 'V' of type 'T'`, or `none` for an absent argument.
+/// `'V'` as RabbitMQ 3.10 prints an argument value, or `none` for an absent one.
 pub fn describe(v: Option<&AMQPValue>) -> String {
     match v {
         None => "none".to_string(),
-        Some(v) => format!("the value '{}' of type '{}'", format_value(v), type_name(v)),
+        Some(v) => format!("'{}'", format_value(v)),
     }
 }
 
@@ -169,7 +169,7 @@ mod tests {
         let b = FieldTable::default();
         let d = first_difference(QUEUE_EQUIVALENCE_KEYS, &a, &b).unwrap();
         assert_eq!(d.0, "x-max-length");
-        assert_eq!(d.1, "the value '10' of type 'signedint'");
+        assert_eq!(d.1, "'10'");
         assert_eq!(d.2, "none");
         let mut only_custom = FieldTable::default();
         only_custom.insert("x-custom".into(), AMQPValue::LongInt(1));

@@ -113,4 +113,7 @@ pub enum Error {
         /// Why it is refused.
         reason: String,
     },
+    /// A binding whose arguments the exchange type refuses.
+    #[error("{0}")]
+    BindingInvalid(String),
 }

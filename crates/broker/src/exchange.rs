@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use amq_protocol::types::FieldTable;
+use amq_protocol::types::{AMQPValue, FieldTable};
 
 use crate::{headers, topic};
 
@@ -125,6 +125,15 @@ impl Exchange {
         }
     }
 
+    /// The `alternate-exchange` argument, if set to a string.
+    pub fn alternate_exchange(&self) -> Option<&str> {
+        match self.arguments.inner().get("alternate-exchange") {
+            Some(AMQPValue::LongString(s)) => std::str::from_utf8(s.as_bytes()).ok(),
+            Some(AMQPValue::ShortString(s)) => Some(s.as_str()),
+            _ => None,
+        }
+    }
+
     /// Number of bindings from this exchange.
     pub fn binding_count(&self) -> usize {
         self.binding_count
@@ -133,14 +142,17 @@ impl Exchange {
     /// Adds a binding; binding twice is a no-op. Returns whether it was added.
     pub fn bind(&mut self, destination: Destination, key: &str, arguments: FieldTable) -> bool {
         let kind = self.kind;
-        let entry = self.by_key.entry(key.to_string()).or_insert_with(|| KeyBindings {
-            words: if kind == ExchangeKind::Topic {
-                topic::split(key).into_iter().map(str::to_string).collect()
-            } else {
-                Vec::new()
-            },
-            bindings: Vec::new(),
-        });
+        let entry = self
+            .by_key
+            .entry(key.to_string())
+            .or_insert_with(|| KeyBindings {
+                words: if kind == ExchangeKind::Topic {
+                    topic::split(key).into_iter().map(str::to_string).collect()
+                } else {
+                    Vec::new()
+                },
+                bindings: Vec::new(),
+            });
         let b = Binding {
             destination,
             arguments,
@@ -239,7 +251,14 @@ mod tests {
 
     #[test]
     fn bind_is_idempotent_and_unbind_counts() {
-        let mut x = Exchange::new("x", ExchangeKind::Direct, false, false, false, FieldTable::default());
+        let mut x = Exchange::new(
+            "x",
+            ExchangeKind::Direct,
+            false,
+            false,
+            false,
+            FieldTable::default(),
+        );
         assert!(x.bind(q("a"), "k", FieldTable::default()));
         assert!(!x.bind(q("a"), "k", FieldTable::default()));
         assert!(x.bind(q("b"), "k", FieldTable::default()));
@@ -252,7 +271,14 @@ mod tests {
 
     #[test]
     fn topic_routes_by_pattern() {
-        let mut x = Exchange::new("t", ExchangeKind::Topic, false, false, false, FieldTable::default());
+        let mut x = Exchange::new(
+            "t",
+            ExchangeKind::Topic,
+            false,
+            false,
+            false,
+            FieldTable::default(),
+        );
         x.bind(q("all"), "#", FieldTable::default());
         x.bind(q("a_any"), "a.*", FieldTable::default());
         x.bind(q("exact"), "a.b", FieldTable::default());

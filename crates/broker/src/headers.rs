@@ -32,7 +32,7 @@ pub fn x_match(args: &FieldTable) -> Result<XMatch, String> {
             Some(b"all-with-x") => Ok(XMatch::AllWithX),
             Some(b"any-with-x") => Ok(XMatch::AnyWithX),
             _ => Err(format!(
-                "Invalid x-match field value {}; expected all, any, all-with-x, or any-with-x",
+                "Invalid x-match field value <<\"{}\">>; expected all, any, all-with-x, or any-with-x",
                 crate::args::format_value(v)
             )),
         },
@@ -121,7 +121,11 @@ mod tests {
     #[test]
     fn all_and_any() {
         let all = table(&[("a", s("1")), ("b", AMQPValue::LongInt(2))]);
-        let any = table(&[("x-match", s("any")), ("a", s("1")), ("b", AMQPValue::LongInt(2))]);
+        let any = table(&[
+            ("x-match", s("any")),
+            ("a", s("1")),
+            ("b", AMQPValue::LongInt(2)),
+        ]);
         let both = table(&[("a", s("1")), ("b", AMQPValue::LongLongInt(2))]);
         let one = table(&[("a", s("1"))]);
         let wrong = table(&[("a", s("2")), ("b", AMQPValue::ShortInt(3))]);

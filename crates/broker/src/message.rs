@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use amq_protocol::protocol::basic::{parse_properties, AMQPProperties};
-use amq_protocol::types::FieldTable;
+use amq_protocol::frame::WriteContext;
+use amq_protocol::protocol::basic::{gen_properties, parse_properties, AMQPProperties};
+use amq_protocol::types::{AMQPValue, FieldTable};
 use bytes::Bytes;
 
 /// A published message. Shared (`Arc`) between the queues it was routed to.
@@ -44,6 +45,55 @@ impl Message {
     /// The headers table, if any.
     pub fn headers(&self) -> Option<&FieldTable> {
         self.properties.headers().as_ref()
+    }
+
+    /// The routing keys: the published one, then the `CC` and `BCC` headers'
+    /// (RabbitMQ's sender-selected distribution).
+    pub fn routing_keys<'a>(&'a self, routing_key: &'a str) -> Vec<&'a str> {
+        let mut keys = vec![routing_key];
+        if let Some(h) = self.headers() {
+            for name in ["CC", "BCC"] {
+                if let Some(AMQPValue::FieldArray(a)) = h.inner().get(name) {
+                    for v in a.as_slice() {
+                        match v {
+                            AMQPValue::LongString(s) => {
+                                if let Ok(s) = std::str::from_utf8(s.as_bytes()) {
+                                    keys.push(s);
+                                }
+                            }
+                            AMQPValue::ShortString(s) => keys.push(s.as_str()),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        keys
+    }
+
+    /// Whether the headers carry `BCC`, which must not reach consumers.
+    pub fn has_bcc(&self) -> bool {
+        self.headers().is_some_and(|h| h.contains_key("BCC"))
+    }
+
+    /// A copy with the `BCC` header removed and the raw properties re-encoded.
+    pub fn without_bcc(&self) -> Message {
+        let mut properties = self.properties.clone();
+        if let Some(h) = self.properties.headers() {
+            let mut inner = h.inner().clone();
+            inner.remove("BCC");
+            properties = properties.with_headers(FieldTable::from(inner));
+        }
+        let raw = gen_properties(&properties)(WriteContext::from(Vec::new()))
+            .map(|c| Bytes::from(c.write))
+            .unwrap_or_else(|_| self.raw_properties.clone());
+        Message {
+            exchange: self.exchange.clone(),
+            routing_key: self.routing_key.clone(),
+            raw_properties: raw,
+            properties,
+            body: self.body.clone(),
+        }
     }
 
     /// delivery_mode 2.

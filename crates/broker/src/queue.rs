@@ -342,10 +342,11 @@ mod tests {
             !self.paused.load(Ordering::Relaxed)
         }
         fn deliver(&self, d: Delivery) {
-            self.got
-                .lock()
-                .unwrap()
-                .push((d.consumer_tag.clone(), d.message.seq, d.message.redelivered));
+            self.got.lock().unwrap().push((
+                d.consumer_tag.clone(),
+                d.message.seq,
+                d.message.redelivered,
+            ));
         }
         fn cancelled(&self, _channel: u16, tag: Arc<str>) {
             self.cancelled.lock().unwrap().push(tag);
@@ -353,10 +354,22 @@ mod tests {
     }
 
     fn queue() -> Arc<Queue> {
-        Arc::new(Queue::new("/", "q", false, None, false, FieldTable::default()))
+        Arc::new(Queue::new(
+            "/",
+            "q",
+            false,
+            None,
+            false,
+            FieldTable::default(),
+        ))
     }
     fn msg() -> Arc<Message> {
-        Arc::new(Message::new("", "q", Bytes::new(), Bytes::from_static(b"x")))
+        Arc::new(Message::new(
+            "",
+            "q",
+            Bytes::new(),
+            Bytes::from_static(b"x"),
+        ))
     }
     fn consumer(tag: &str, prefetch: u32, sink: Arc<Recorder>) -> Consumer {
         Consumer {
@@ -445,7 +458,14 @@ mod tests {
 
     #[test]
     fn auto_delete_after_last_consumer_and_delete_cancels() {
-        let q = Arc::new(Queue::new("/", "q", false, None, true, FieldTable::default()));
+        let q = Arc::new(Queue::new(
+            "/",
+            "q",
+            false,
+            None,
+            true,
+            FieldTable::default(),
+        ));
         let sink = Arc::new(Recorder::default());
         q.add_consumer(consumer("a", 0, sink.clone())).unwrap();
         q.add_consumer(consumer("b", 0, sink.clone())).unwrap();

@@ -92,7 +92,12 @@ mod tests {
     fn qm(seq: u64) -> QueuedMessage {
         QueuedMessage {
             seq,
-            message: Arc::new(Message::new("", "q", Bytes::new(), Bytes::from(vec![0u8; 3]))),
+            message: Arc::new(Message::new(
+                "",
+                "q",
+                Bytes::new(),
+                Bytes::from(vec![0u8; 3]),
+            )),
             redelivered: false,
         }
     }

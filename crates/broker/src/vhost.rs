@@ -124,8 +124,8 @@ impl VHost {
                 Err(self.exchange_not_found(&o.name))
             };
         }
-        let kind =
-            ExchangeKind::parse(&o.kind).ok_or_else(|| Error::UnknownExchangeType(o.kind.clone()))?;
+        let kind = ExchangeKind::parse(&o.kind)
+            .ok_or_else(|| Error::UnknownExchangeType(o.kind.clone()))?;
         let mut t = self.write();
         if let Some(x) = t.exchanges.get(&o.name) {
             let inequivalent = |arg: &str, received: String, current: String| Error::Inequivalent {
@@ -167,7 +167,14 @@ impl VHost {
         }
         t.exchanges.insert(
             o.name.clone(),
-            Exchange::new(&o.name, kind, o.durable, o.auto_delete, o.internal, o.arguments.clone()),
+            Exchange::new(
+                &o.name,
+                kind,
+                o.durable,
+                o.auto_delete,
+                o.internal,
+                o.arguments.clone(),
+            ),
         );
         Ok(())
     }
@@ -363,7 +370,13 @@ impl VHost {
     }
 
     /// A consumer left; delete an auto-delete queue with no consumers left.
-    pub fn consumer_removed(&self, q: &Arc<Queue>, connection: ConnectionId, channel: u16, tag: &str) {
+    pub fn consumer_removed(
+        &self,
+        q: &Arc<Queue>,
+        connection: ConnectionId,
+        channel: u16,
+        tag: &str,
+    ) {
         if q.remove_consumer(connection, channel, tag) == Removed::AutoDelete {
             self.remove_queue(q);
         }
@@ -400,13 +413,7 @@ impl VHost {
 
     fn check_binding_args(&self, x: &Exchange, args: &FieldTable) -> Result<(), Error> {
         if x.kind == ExchangeKind::Headers {
-            headers::x_match(args).map_err(|reason| Error::InvalidArg {
-                kind: "exchange",
-                name: x.name.clone(),
-                vhost: self.name.clone(),
-                arg: "x-match".into(),
-                reason,
-            })?;
+            headers::x_match(args).map_err(Error::BindingInvalid)?;
         }
         Ok(())
     }
@@ -495,7 +502,11 @@ impl VHost {
             .get_mut(source)
             .ok_or_else(|| self.exchange_not_found(source))?;
         self.check_binding_args(x, args)?;
-        x.bind(Destination::Exchange(destination.to_string()), key, args.clone());
+        x.bind(
+            Destination::Exchange(destination.to_string()),
+            key,
+            args.clone(),
+        );
         Ok(())
     }
 
@@ -563,7 +574,15 @@ impl VHost {
     ) -> Result<Vec<Arc<Queue>>, Error> {
         let t = self.read();
         if exchange.is_empty() {
-            return Ok(t.queues.get(routing_key).cloned().into_iter().collect());
+            let mut out: Vec<Arc<Queue>> = Vec::with_capacity(1);
+            for key in message.routing_keys(routing_key) {
+                if let Some(q) = t.queues.get(key) {
+                    if !out.iter().any(|o| Arc::ptr_eq(o, q)) {
+                        out.push(q.clone());
+                    }
+                }
+            }
+            return Ok(out);
         }
         let x = t
             .exchanges
@@ -575,33 +594,49 @@ impl VHost {
                 exchange: exchange.to_string(),
             });
         }
-        let words = topic::split(routing_key);
+        let keys = message.routing_keys(routing_key);
+        let split_keys: Vec<Vec<&str>> = keys.iter().map(|k| topic::split(k)).collect();
         let headers = message.headers();
-        let mut dests = Vec::new();
-        x.route(routing_key, &words, headers, &mut dests);
-        let mut out: Vec<Arc<Queue>> = Vec::with_capacity(dests.len());
+        let mut out: Vec<Arc<Queue>> = Vec::new();
         let mut seen_queues: HashSet<&str> = HashSet::new();
         let mut seen_exchanges: HashSet<&str> = HashSet::new();
+        let mut work: Vec<&Exchange> = vec![x];
         seen_exchanges.insert(exchange);
-        let mut i = 0;
-        while i < dests.len() {
-            match dests[i] {
-                Destination::Queue(name) => {
-                    if seen_queues.insert(name.as_str()) {
-                        if let Some(q) = t.queues.get(name) {
-                            out.push(q.clone());
+        let mut dests = Vec::new();
+        while let Some(x) = work.pop() {
+            dests.clear();
+            for (key, words) in keys.iter().zip(&split_keys) {
+                x.route(key, words, headers, &mut dests);
+            }
+            if dests.is_empty() {
+                // Unroutable here: try the exchange's alternate exchange.
+                if let Some(ae) = x.alternate_exchange() {
+                    if seen_exchanges.insert(ae) {
+                        if let Some(next) = t.exchanges.get(ae) {
+                            work.push(next);
                         }
                     }
                 }
-                Destination::Exchange(name) => {
-                    if seen_exchanges.insert(name.as_str()) {
-                        if let Some(next) = t.exchanges.get(name) {
-                            next.route(routing_key, &words, headers, &mut dests);
+                continue;
+            }
+            for d in dests.drain(..) {
+                match d {
+                    Destination::Queue(name) => {
+                        if seen_queues.insert(name.as_str()) {
+                            if let Some(q) = t.queues.get(name) {
+                                out.push(q.clone());
+                            }
+                        }
+                    }
+                    Destination::Exchange(name) => {
+                        if seen_exchanges.insert(name.as_str()) {
+                            if let Some(next) = t.exchanges.get(name) {
+                                work.push(next);
+                            }
                         }
                     }
                 }
             }
-            i += 1;
         }
         Ok(out)
     }
@@ -712,7 +747,10 @@ mod tests {
             Err(Error::ExclusiveLocked { .. })
         ));
         v.connection_closed(7);
-        assert!(matches!(v.queue(&q.name, 7), Err(Error::QueueNotFound { .. })));
+        assert!(matches!(
+            v.queue(&q.name, 7),
+            Err(Error::QueueNotFound { .. })
+        ));
     }
 
     #[test]
@@ -726,7 +764,8 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        v.bind_queue("q", "ad", "", &FieldTable::default(), 1).unwrap();
+        v.bind_queue("q", "ad", "", &FieldTable::default(), 1)
+            .unwrap();
         assert!(v.delete_exchange("ad", true).is_err());
         v.delete_queue("q", false, false, 1).unwrap();
         assert!(!v.has_exchange("ad"));

@@ -95,7 +95,8 @@ fn carries_content(method: &AMQPClass) -> bool {
     matches!(method, AMQPClass::Basic(basic::AMQPMethod::Publish(_)))
 }
 
-const EXPECTED_HEADER: &str = "expected content header for class 60, got non content header frame instead";
+const EXPECTED_HEADER: &str =
+    "expected content header for class 60, got non content header frame instead";
 const EXPECTED_BODY: &str = "expected content body, got non content body frame instead";
 const EXPECTED_METHOD: &str = "expected method frame, got non method frame instead";
 
@@ -228,12 +229,14 @@ mod tests {
     fn publish() -> Frame {
         Frame::Method {
             channel: 1,
-            method: Box::new(AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                exchange: "".into(),
-                routing_key: "q".into(),
-                mandatory: false,
-                immediate: false,
-            }))),
+            method: Box::new(AMQPClass::Basic(basic::AMQPMethod::Publish(
+                basic::Publish {
+                    exchange: "".into(),
+                    routing_key: "q".into(),
+                    mandatory: false,
+                    immediate: false,
+                },
+            ))),
         }
     }
     fn header(size: u64) -> Frame {

@@ -8,7 +8,9 @@ use amq_protocol::frame::WriteContext;
 use amq_protocol::protocol::{gen_class, AMQPClass};
 use bytes::{BufMut, BytesMut};
 
-use crate::frame::{FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_OVERHEAD};
+use crate::frame::{
+    FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_OVERHEAD,
+};
 
 /// Appends a method frame.
 pub fn method(out: &mut BytesMut, channel: u16, method: &AMQPClass) {
@@ -53,7 +55,14 @@ pub fn deliver(
     exchange: &str,
     routing_key: &str,
 ) {
-    let size = 4 + 1 + consumer_tag.len().min(255) + 8 + 1 + 1 + exchange.len().min(255) + 1
+    let size = 4
+        + 1
+        + consumer_tag.len().min(255)
+        + 8
+        + 1
+        + 1
+        + exchange.len().min(255)
+        + 1
         + routing_key.len().min(255);
     frame_header(out, FRAME_METHOD, channel, size);
     out.put_u16(60);
@@ -97,7 +106,13 @@ pub fn basic_return(
     exchange: &str,
     routing_key: &str,
 ) {
-    let size = 4 + 2 + 1 + reply_text.len().min(255) + 1 + exchange.len().min(255) + 1
+    let size = 4
+        + 2
+        + 1
+        + reply_text.len().min(255)
+        + 1
+        + exchange.len().min(255)
+        + 1
         + routing_key.len().min(255);
     frame_header(out, FRAME_METHOD, channel, size);
     out.put_u16(60);

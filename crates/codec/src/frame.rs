@@ -162,6 +162,17 @@ fn decode_method(channel: u16, payload: &[u8]) -> Result<Frame, AmqpError> {
         ))
         .with_method(class_id, method_id));
     }
+    // amq-protocol drops basic.qos prefetch-size on parse; RabbitMQ refuses a non-zero
+    // value with 540, so read it from the raw arguments here.
+    if (class_id, method_id) == (60, 10) && payload.len() >= 8 {
+        let size = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+        if size != 0 {
+            return Err(
+                AmqpError::not_implemented(format!("prefetch_size!=0 ({size})"))
+                    .with_method(class_id, method_id),
+            );
+        }
+    }
     match parse_class(payload) {
         Ok((_rest, method)) => Ok(Frame::Method {
             channel,
@@ -251,12 +262,20 @@ mod tests {
         let last = buf.len() - 1;
         buf[last] = 0;
         assert_eq!(
-            FrameDecoder::new(4096).decode(&mut buf).unwrap_err().code.code(),
+            FrameDecoder::new(4096)
+                .decode(&mut buf)
+                .unwrap_err()
+                .code
+                .code(),
             501
         );
         let mut buf = BytesMut::from(&[9u8, 0, 0, 0, 0, 0, 0, 0xCE][..]);
         assert_eq!(
-            FrameDecoder::new(4096).decode(&mut buf).unwrap_err().code.code(),
+            FrameDecoder::new(4096)
+                .decode(&mut buf)
+                .unwrap_err()
+                .code
+                .code(),
             501
         );
     }
@@ -271,6 +290,18 @@ mod tests {
         let mut buf = BytesMut::from(&[1u8, 0, 1, 0, 0, 0, 6, 0, 60, 0, 40, 0, 0, 0xCE][..]);
         let e = FrameDecoder::new(4096).decode(&mut buf).unwrap_err();
         assert_eq!(e.code.code(), 501);
+    }
+
+    #[test]
+    fn qos_prefetch_size_is_540() {
+        let mut buf = BytesMut::from(
+            &[
+                1u8, 0, 1, 0, 0, 0, 11, 0, 60, 0, 10, 0, 0, 0, 1, 0, 5, 0, 0xCE,
+            ][..],
+        );
+        let e = FrameDecoder::new(4096).decode(&mut buf).unwrap_err();
+        assert_eq!(e.code.code(), 540);
+        assert_eq!(e.text, "NOT_IMPLEMENTED - prefetch_size!=0 (1)");
     }
 
     #[test]

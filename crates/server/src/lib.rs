@@ -1,1 +1,154 @@
-//! placeholder
+//! Warren's connection server: the tokio listener, connection and channel state machines,
+//! delivery and flow control. It glues the frame codec (`warren-codec`) to the routing
+//! engine (`warren-broker`).
+//!
+//! A broker can be started in-process, which is how the integration tests run it:
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let mut config = warren_server::Config::default();
+//! config.listen = "127.0.0.1:0".parse().unwrap();
+//! let broker = warren_server::start(config).await?;
+//! println!("listening on {}", broker.local_addr());
+//! broker.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod auth;
+pub mod channel;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod sink;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+use warren_broker::Broker;
+
+pub use config::Config;
+
+/// State shared by every connection.
+#[derive(Debug)]
+pub struct Shared {
+    /// The engine.
+    pub broker: Arc<Broker>,
+    /// The configuration.
+    pub config: Arc<Config>,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    fn next_connection_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// A running broker.
+#[derive(Debug)]
+pub struct Running {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// The address the AMQP listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The engine, for inspection in tests.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.shared.broker
+    }
+
+    /// Stops accepting, closes every connection with 320 CONNECTION_FORCED and waits for
+    /// the connection tasks to finish (at most a few seconds).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Binds the listener and starts serving.
+///
+/// # Errors
+/// The listener address cannot be bound.
+pub async fn start(config: Config) -> std::io::Result<Running> {
+    let broker = Arc::new(Broker::new());
+    for vhost in &config.vhosts {
+        broker.add_vhost(vhost);
+    }
+    let listener = TcpListener::bind(config.listen).await?;
+    let local_addr = listener.local_addr()?;
+    let shared = Arc::new(Shared {
+        broker,
+        config: Arc::new(config),
+        next_id: AtomicU64::new(0),
+    });
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(listener, shared.clone(), rx));
+    info!(address = %local_addr, "Server startup complete; AMQP listener on {local_addr}");
+    Ok(Running {
+        local_addr,
+        shared,
+        shutdown: tx,
+        task,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(shared.config.limits.max_connections));
+    let mut tasks = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let shared = shared.clone();
+        let rx = shutdown.clone();
+        tasks.spawn(async move {
+            connection::serve(stream, peer, shared, rx).await;
+            drop(permit);
+        });
+        // Reap finished connection tasks so the set does not grow.
+        while tasks.try_join_next().is_some() {}
+    }
+    drop(listener);
+    info!(
+        connections = tasks.len(),
+        "shutting down: closing client connections"
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.abort_all();
+}

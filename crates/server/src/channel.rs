@@ -1,0 +1,1004 @@
+//! One AMQP channel: the methods of the exchange, queue, basic, confirm and tx classes.
+//!
+//! Responsibilities: content assembly (through [`ContentAssembler`]), the publish guards,
+//! routing and enqueueing, consumers, delivery tags and the unacknowledged map, prefetch
+//! credit, publisher confirms and transactions. A `Channel` is a plain struct owned by its
+//! connection task; it writes replies into the connection's output buffer.
+//! Collaborators: [`VHost`] and [`Queue`] (engine), [`ConnSink`] (deliveries come back
+//! through the connection's inbox).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use warren_broker::message::decode_properties;
+use warren_broker::{
+    Consumer, Credit, Delivery, ExchangeOptions, Message, Queue, QueueOptions, QueuedMessage, VHost,
+};
+use warren_codec::protocol::{access, basic, channel, confirm, exchange, queue, tx, AMQPClass};
+use warren_codec::types::ShortString;
+use warren_codec::{encode, AmqpError, Command, ContentAssembler};
+
+use crate::error::amqp;
+use crate::sink::ConnSink;
+
+/// What a channel needs from its connection.
+#[derive(Debug)]
+pub struct Ctx {
+    /// Connection id (exclusive queues and consumers).
+    pub id: u64,
+    /// The vhost opened by connection.open.
+    pub vhost: Arc<VHost>,
+    /// Authenticated user.
+    pub user: String,
+    /// Where queues deliver to this connection.
+    pub sink: Arc<ConnSink>,
+    /// Negotiated frame_max, for splitting bodies.
+    pub frame_max: u32,
+    /// Largest accepted message.
+    pub max_message_bytes: u64,
+}
+
+/// A delivered message awaiting ack.
+#[derive(Debug)]
+struct Unacked {
+    queue: Arc<Queue>,
+    message: QueuedMessage,
+    /// The consumer's window; `None` for basic.get.
+    credit: Option<Arc<Credit>>,
+}
+
+#[derive(Debug)]
+struct ChannelConsumer {
+    queue: Arc<Queue>,
+}
+
+/// A publish held back by a transaction.
+#[derive(Debug)]
+struct PendingPublish {
+    exchange: String,
+    routing_key: String,
+    mandatory: bool,
+    message: Arc<Message>,
+}
+
+#[derive(Debug)]
+enum Settle {
+    Ack,
+    Requeue,
+    Drop,
+}
+
+#[derive(Debug, Default)]
+struct Tx {
+    publishes: Vec<PendingPublish>,
+    settles: Vec<(Settle, Vec<(u64, Unacked)>)>,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Plain,
+    Confirm {
+        /// Sequence number of the last publish.
+        last_seq: u64,
+        /// Highest sequence number already acked to the client.
+        acked: u64,
+    },
+    Tx(Tx),
+}
+
+/// Channel state.
+#[derive(Debug)]
+pub struct Channel {
+    id: u16,
+    /// Set once the server has sent channel.close; frames are then dropped until close-ok.
+    pub closing: bool,
+    assembler: ContentAssembler,
+    consumers: HashMap<Arc<str>, ChannelConsumer>,
+    unacked: BTreeMap<u64, Unacked>,
+    next_tag: u64,
+    /// basic.qos global=false: window for consumers created from now on.
+    consumer_prefetch: u32,
+    /// basic.qos global=true: window shared by the channel's consumers.
+    channel_credit: Arc<Credit>,
+    mode: Mode,
+    /// Last queue declared on this channel, for methods that name queue "".
+    last_queue: Option<String>,
+}
+
+fn short(s: &str) -> ShortString {
+    // Names reaching here came from the wire as short strings or were generated.
+    ShortString::try_new(s.to_string()).unwrap_or_default()
+}
+
+fn method_frame(out: &mut BytesMut, ch: u16, m: AMQPClass) {
+    encode::method(out, ch, &m);
+}
+
+impl Channel {
+    /// An open channel.
+    pub fn new(id: u16, max_message_bytes: u64) -> Self {
+        Channel {
+            id,
+            closing: false,
+            assembler: ContentAssembler::new(max_message_bytes),
+            consumers: HashMap::new(),
+            unacked: BTreeMap::new(),
+            next_tag: 1,
+            consumer_prefetch: 0,
+            channel_credit: Arc::new(Credit::new(0)),
+            mode: Mode::Plain,
+            last_queue: None,
+        }
+    }
+
+    /// Feeds a method, header or body frame.
+    ///
+    /// # Errors
+    /// Any channel or connection error; the caller decides which by the code.
+    pub fn frame(
+        &mut self,
+        ctx: &Ctx,
+        out: &mut BytesMut,
+        frame: warren_codec::Frame,
+    ) -> Result<(), AmqpError> {
+        match self.assembler.push(frame)? {
+            None => Ok(()),
+            Some(Command::Method(m)) => {
+                let (c, mid) = (m.get_amqp_class_id(), m.get_amqp_method_id());
+                self.method(ctx, out, *m).map_err(|e| e.with_method(c, mid))
+            }
+            Some(Command::Content {
+                method,
+                properties,
+                body,
+            }) => match *method {
+                AMQPClass::Basic(basic::AMQPMethod::Publish(p)) => self
+                    .publish(ctx, out, p, properties, body)
+                    .map_err(|e| e.with_method(60, 40)),
+                _ => Err(AmqpError::unexpected_frame("unexpected content")),
+            },
+        }
+    }
+
+    fn queue_name(&self, name: &str) -> Result<String, AmqpError> {
+        if name.is_empty() {
+            self.last_queue
+                .clone()
+                .ok_or_else(|| AmqpError::not_found("no previously declared queue"))
+        } else {
+            Ok(name.to_string())
+        }
+    }
+
+    fn method(&mut self, ctx: &Ctx, out: &mut BytesMut, m: AMQPClass) -> Result<(), AmqpError> {
+        let ch = self.id;
+        let vhost = &ctx.vhost;
+        match m {
+            AMQPClass::Channel(channel::AMQPMethod::Open(_)) => {
+                Err(AmqpError::channel_error("second 'channel.open' seen"))
+            }
+            AMQPClass::Channel(channel::AMQPMethod::Flow(f)) => {
+                if !f.active {
+                    // RabbitMQ does not support channel.flow active=false from clients.
+                    return Err(AmqpError::not_implemented("active=false"));
+                }
+                method_frame(
+                    out,
+                    ch,
+                    AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
+                        active: true,
+                    })),
+                );
+                Ok(())
+            }
+            AMQPClass::Channel(channel::AMQPMethod::FlowOk(_)) => Ok(()),
+            AMQPClass::Access(access::AMQPMethod::Request(_)) => {
+                method_frame(
+                    out,
+                    ch,
+                    AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})),
+                );
+                Ok(())
+            }
+            AMQPClass::Exchange(exchange::AMQPMethod::Declare(d)) => {
+                vhost
+                    .declare_exchange(&ExchangeOptions {
+                        name: d.exchange.to_string(),
+                        kind: d.kind.to_string(),
+                        passive: d.passive,
+                        durable: d.durable,
+                        auto_delete: d.auto_delete,
+                        internal: d.internal,
+                        arguments: d.arguments,
+                    })
+                    .map_err(amqp)?;
+                if !d.nowait {
+                    method_frame(
+                        out,
+                        ch,
+                        AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(
+                            exchange::DeclareOk {},
+                        )),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Exchange(exchange::AMQPMethod::Delete(d)) => {
+                vhost
+                    .delete_exchange(d.exchange.as_str(), d.if_unused)
+                    .map_err(amqp)?;
+                if !d.nowait {
+                    method_frame(
+                        out,
+                        ch,
+                        AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Exchange(exchange::AMQPMethod::Bind(b)) => {
+                vhost
+                    .bind_exchange(
+                        b.destination.as_str(),
+                        b.source.as_str(),
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                    )
+                    .map_err(amqp)?;
+                if !b.nowait {
+                    method_frame(
+                        out,
+                        ch,
+                        AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Exchange(exchange::AMQPMethod::Unbind(b)) => {
+                vhost
+                    .unbind_exchange(
+                        b.destination.as_str(),
+                        b.source.as_str(),
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                    )
+                    .map_err(amqp)?;
+                if !b.nowait {
+                    method_frame(
+                        out,
+                        ch,
+                        AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Queue(queue::AMQPMethod::Declare(d)) => {
+                let name = if d.passive {
+                    self.queue_name(d.queue.as_str())?
+                } else {
+                    d.queue.to_string()
+                };
+                let (q, messages, consumers) = vhost
+                    .declare_queue(
+                        QueueOptions {
+                            name,
+                            passive: d.passive,
+                            durable: d.durable,
+                            exclusive: d.exclusive,
+                            auto_delete: d.auto_delete,
+                            arguments: d.arguments,
+                        },
+                        ctx.id,
+                    )
+                    .map_err(amqp)?;
+                if !d.passive {
+                    tracing::debug!(queue = %q.name, "queue declared");
+                }
+                self.last_queue = Some(q.name.clone());
+                if !d.nowait {
+                    method_frame(
+                        out,
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                            queue: short(&q.name),
+                            message_count: messages,
+                            consumer_count: consumers,
+                        })),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Queue(queue::AMQPMethod::Bind(b)) => {
+                let name = self.queue_name(b.queue.as_str())?;
+                vhost
+                    .bind_queue(
+                        &name,
+                        b.exchange.as_str(),
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                        ctx.id,
+                    )
+                    .map_err(amqp)?;
+                if !b.nowait {
+                    method_frame(
+                        out,
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Queue(queue::AMQPMethod::Unbind(b)) => {
+                let name = self.queue_name(b.queue.as_str())?;
+                vhost
+                    .unbind_queue(
+                        &name,
+                        b.exchange.as_str(),
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                        ctx.id,
+                    )
+                    .map_err(amqp)?;
+                method_frame(
+                    out,
+                    ch,
+                    AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
+                );
+                Ok(())
+            }
+            AMQPClass::Queue(queue::AMQPMethod::Purge(p)) => {
+                let name = self.queue_name(p.queue.as_str())?;
+                let n = vhost.purge_queue(&name, ctx.id).map_err(amqp)?;
+                if !p.nowait {
+                    method_frame(
+                        out,
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
+                            message_count: n,
+                        })),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Queue(queue::AMQPMethod::Delete(d)) => {
+                let name = self.queue_name(d.queue.as_str())?;
+                let n = vhost
+                    .delete_queue(&name, d.if_unused, d.if_empty, ctx.id)
+                    .map_err(amqp)?;
+                if !d.nowait {
+                    method_frame(
+                        out,
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                            message_count: n,
+                        })),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Basic(m) => self.basic(ctx, out, m),
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
+                match self.mode {
+                    Mode::Tx(_) => {
+                        return Err(AmqpError::precondition_failed(
+                            "cannot switch from tx to confirm mode",
+                        ))
+                    }
+                    Mode::Plain => {
+                        self.mode = Mode::Confirm {
+                            last_seq: 0,
+                            acked: 0,
+                        }
+                    }
+                    Mode::Confirm { .. } => {}
+                }
+                if !s.nowait {
+                    method_frame(
+                        out,
+                        ch,
+                        AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Tx(t) => self.tx(ctx, out, t),
+            other => Err(AmqpError::command_invalid(format!(
+                "unexpected method {} on a channel",
+                warren_codec::methods::name(other.get_amqp_class_id(), other.get_amqp_method_id())
+            ))),
+        }
+    }
+
+    fn basic(
+        &mut self,
+        ctx: &Ctx,
+        out: &mut BytesMut,
+        m: basic::AMQPMethod,
+    ) -> Result<(), AmqpError> {
+        let ch = self.id;
+        match m {
+            basic::AMQPMethod::Qos(q) => {
+                if q.global {
+                    self.channel_credit.set_limit(u32::from(q.prefetch_count));
+                } else {
+                    // RabbitMQ: a per-consumer qos also lifts an earlier channel-wide one.
+                    self.consumer_prefetch = u32::from(q.prefetch_count);
+                    self.channel_credit.set_limit(0);
+                }
+                self.dispatch_all();
+                method_frame(
+                    out,
+                    ch,
+                    AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
+                );
+                Ok(())
+            }
+            basic::AMQPMethod::Consume(c) => self.consume(ctx, out, c),
+            basic::AMQPMethod::Cancel(c) => {
+                let tag: Arc<str> = c.consumer_tag.as_str().into();
+                if let Some(cc) = self.consumers.remove(&tag) {
+                    ctx.vhost.consumer_removed(&cc.queue, ctx.id, ch, &tag);
+                }
+                if !c.nowait {
+                    method_frame(
+                        out,
+                        ch,
+                        AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                            consumer_tag: c.consumer_tag,
+                        })),
+                    );
+                }
+                Ok(())
+            }
+            basic::AMQPMethod::Get(g) => {
+                let name = self.queue_name(g.queue.as_str())?;
+                let q = ctx.vhost.queue(&name, ctx.id).map_err(amqp)?;
+                match q.get(g.no_ack) {
+                    None => method_frame(
+                        out,
+                        ch,
+                        AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+                    ),
+                    Some((m, remaining)) => {
+                        let tag = self.next_tag;
+                        self.next_tag += 1;
+                        encode::get_ok(
+                            out,
+                            ch,
+                            tag,
+                            m.redelivered,
+                            &m.message.exchange,
+                            &m.message.routing_key,
+                            remaining,
+                        );
+                        encode::content(
+                            out,
+                            ch,
+                            &m.message.raw_properties,
+                            &m.message.body,
+                            ctx.frame_max,
+                        );
+                        if !g.no_ack {
+                            self.unacked.insert(
+                                tag,
+                                Unacked {
+                                    queue: q,
+                                    message: m,
+                                    credit: None,
+                                },
+                            );
+                        }
+                    }
+                }
+                Ok(())
+            }
+            basic::AMQPMethod::Ack(a) => {
+                let taken = self.take_unacked(a.delivery_tag, a.multiple)?;
+                self.settle(Settle::Ack, taken);
+                Ok(())
+            }
+            basic::AMQPMethod::Nack(n) => {
+                let taken = self.take_unacked(n.delivery_tag, n.multiple)?;
+                self.settle(
+                    if n.requeue {
+                        Settle::Requeue
+                    } else {
+                        Settle::Drop
+                    },
+                    taken,
+                );
+                Ok(())
+            }
+            basic::AMQPMethod::Reject(r) => {
+                let taken = self.take_unacked(r.delivery_tag, false)?;
+                self.settle(
+                    if r.requeue {
+                        Settle::Requeue
+                    } else {
+                        Settle::Drop
+                    },
+                    taken,
+                );
+                Ok(())
+            }
+            basic::AMQPMethod::Recover(r) => {
+                if !r.requeue {
+                    return Err(AmqpError::not_implemented("requeue=false"));
+                }
+                self.requeue_all_unacked();
+                method_frame(
+                    out,
+                    ch,
+                    AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
+                );
+                Ok(())
+            }
+            basic::AMQPMethod::RecoverAsync(r) => {
+                if !r.requeue {
+                    return Err(AmqpError::not_implemented("requeue=false"));
+                }
+                self.requeue_all_unacked();
+                Ok(())
+            }
+            other => {
+                let m = AMQPClass::Basic(other);
+                Err(AmqpError::command_invalid(format!(
+                    "unexpected method {} from a client",
+                    warren_codec::methods::name(60, m.get_amqp_method_id())
+                )))
+            }
+        }
+    }
+
+    fn consume(
+        &mut self,
+        ctx: &Ctx,
+        out: &mut BytesMut,
+        c: basic::Consume,
+    ) -> Result<(), AmqpError> {
+        let ch = self.id;
+        let name = self.queue_name(c.queue.as_str())?;
+        let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
+            warren_broker::names::consumer_tag().into()
+        } else {
+            c.consumer_tag.as_str().into()
+        };
+        if self.consumers.contains_key(&tag) {
+            return Err(AmqpError::not_allowed(format!(
+                "attempt to reuse consumer tag '{tag}'"
+            )));
+        }
+        let q = ctx.vhost.queue(&name, ctx.id).map_err(amqp)?;
+        let consumer = Consumer {
+            tag: tag.clone(),
+            connection: ctx.id,
+            channel: ch,
+            no_ack: c.no_ack,
+            exclusive: c.exclusive,
+            credit: Arc::new(Credit::new(self.consumer_prefetch)),
+            channel_credit: self.channel_credit.clone(),
+            sink: ctx.sink.clone(),
+        };
+        // Deliveries the queue makes right away travel through the connection's inbox,
+        // so they are written after this consume-ok.
+        q.add_consumer(consumer).map_err(amqp)?;
+        self.consumers
+            .insert(tag.clone(), ChannelConsumer { queue: q });
+        if !c.nowait {
+            method_frame(
+                out,
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: short(&tag),
+                })),
+            );
+        }
+        Ok(())
+    }
+
+    fn take_unacked(&mut self, tag: u64, multiple: bool) -> Result<Vec<(u64, Unacked)>, AmqpError> {
+        if multiple && tag == 0 {
+            return Ok(std::mem::take(&mut self.unacked).into_iter().collect());
+        }
+        if !self.unacked.contains_key(&tag) {
+            return Err(AmqpError::precondition_failed(format!(
+                "unknown delivery tag {tag}"
+            )));
+        }
+        if multiple {
+            let rest = self.unacked.split_off(&(tag + 1));
+            let taken = std::mem::replace(&mut self.unacked, rest);
+            Ok(taken.into_iter().collect())
+        } else {
+            Ok(self
+                .unacked
+                .remove(&tag)
+                .map(|u| (tag, u))
+                .into_iter()
+                .collect())
+        }
+    }
+
+    fn settle(&mut self, how: Settle, taken: Vec<(u64, Unacked)>) {
+        if let Mode::Tx(tx) = &mut self.mode {
+            tx.settles.push((how, taken));
+            return;
+        }
+        self.apply_settle(how, taken);
+    }
+
+    fn apply_settle(&mut self, how: Settle, taken: Vec<(u64, Unacked)>) {
+        if taken.is_empty() {
+            return;
+        }
+        // Group by queue, preserving order.
+        let mut groups: Vec<(Arc<Queue>, Vec<QueuedMessage>)> = Vec::new();
+        for (_, u) in taken {
+            if let Some(c) = &u.credit {
+                c.give(1);
+                self.channel_credit.give(1);
+            }
+            match groups.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
+                Some((_, v)) => v.push(u.message),
+                None => groups.push((u.queue, vec![u.message])),
+            }
+        }
+        for (q, msgs) in &mut groups {
+            match how {
+                Settle::Ack | Settle::Drop => {
+                    let seqs: Vec<u64> = msgs.iter().map(|m| m.seq).collect();
+                    q.settle(&seqs);
+                    q.dispatch();
+                }
+                Settle::Requeue => q.requeue(std::mem::take(msgs), true),
+            }
+        }
+        self.dispatch_all();
+    }
+
+    /// Gives every consumer's queue a chance to deliver (after credit was returned).
+    pub fn dispatch_all(&self) {
+        let mut seen: Vec<&Arc<Queue>> = Vec::new();
+        for c in self.consumers.values() {
+            if !seen.iter().any(|q| Arc::ptr_eq(q, &c.queue)) {
+                seen.push(&c.queue);
+                c.queue.dispatch();
+            }
+        }
+    }
+
+    fn requeue_all_unacked(&mut self) {
+        let all: Vec<(u64, Unacked)> = std::mem::take(&mut self.unacked).into_iter().collect();
+        self.apply_settle(Settle::Requeue, all);
+    }
+
+    fn publish(
+        &mut self,
+        ctx: &Ctx,
+        out: &mut BytesMut,
+        p: basic::Publish,
+        raw_properties: Bytes,
+        body: Bytes,
+    ) -> Result<(), AmqpError> {
+        if p.immediate {
+            return Err(AmqpError::not_implemented("immediate=true"));
+        }
+        let exchange = p.exchange.as_str();
+        ctx.vhost.check_publish(exchange).map_err(amqp)?;
+        let properties = decode_properties(&raw_properties)
+            .ok_or_else(|| AmqpError::frame_error("cannot decode content header properties"))?;
+        if let Some(uid) = properties.user_id() {
+            if uid.as_str() != ctx.user {
+                return Err(AmqpError::precondition_failed(format!(
+                    "user_id property set to '{}' but authenticated user was '{}'",
+                    uid.as_str(),
+                    ctx.user
+                )));
+            }
+        }
+        if let Some(exp) = properties.expiration() {
+            check_expiration(exp.as_str())?;
+        }
+        let message = Arc::new(Message {
+            exchange: exchange.to_string(),
+            routing_key: p.routing_key.to_string(),
+            raw_properties: if raw_properties.is_empty() {
+                Bytes::from_static(&encode::EMPTY_PROPERTIES)
+            } else {
+                raw_properties
+            },
+            properties,
+            body,
+        });
+        let pending = PendingPublish {
+            exchange: exchange.to_string(),
+            routing_key: p.routing_key.to_string(),
+            mandatory: p.mandatory,
+            message,
+        };
+        match &mut self.mode {
+            Mode::Tx(tx) => {
+                tx.publishes.push(pending);
+                Ok(())
+            }
+            Mode::Confirm { last_seq, .. } => {
+                *last_seq += 1;
+                self.route_and_store(ctx, out, pending)
+            }
+            Mode::Plain => self.route_and_store(ctx, out, pending),
+        }
+    }
+
+    fn route_and_store(
+        &mut self,
+        ctx: &Ctx,
+        out: &mut BytesMut,
+        p: PendingPublish,
+    ) -> Result<(), AmqpError> {
+        let queues = ctx
+            .vhost
+            .route(&p.exchange, &p.routing_key, &p.message)
+            .map_err(amqp)?;
+        if queues.is_empty() {
+            if p.mandatory {
+                encode::basic_return(out, self.id, 312, "NO_ROUTE", &p.exchange, &p.routing_key);
+                encode::content(
+                    out,
+                    self.id,
+                    &p.message.raw_properties,
+                    &p.message.body,
+                    ctx.frame_max,
+                );
+            }
+            return Ok(());
+        }
+        // Sender-selected distribution: BCC routes but must not reach consumers.
+        let message = if p.message.has_bcc() {
+            Arc::new(p.message.without_bcc())
+        } else {
+            p.message
+        };
+        for q in &queues {
+            q.publish(message.clone());
+        }
+        Ok(())
+    }
+
+    /// Sends the publisher confirms owed, coalesced with `multiple`. Called once per batch
+    /// of frames so a burst of publishes costs one ack.
+    pub fn flush_confirms(&mut self, out: &mut BytesMut) {
+        if let Mode::Confirm { last_seq, acked } = &mut self.mode {
+            if *last_seq > *acked {
+                let multiple = *last_seq > *acked + 1;
+                method_frame(
+                    out,
+                    self.id,
+                    AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                        delivery_tag: *last_seq,
+                        multiple,
+                    })),
+                );
+                *acked = *last_seq;
+            }
+        }
+    }
+
+    fn tx(&mut self, ctx: &Ctx, out: &mut BytesMut, t: tx::AMQPMethod) -> Result<(), AmqpError> {
+        let ch = self.id;
+        match t {
+            tx::AMQPMethod::Select(_) => {
+                match self.mode {
+                    Mode::Confirm { .. } => {
+                        return Err(AmqpError::precondition_failed(
+                            "cannot switch from confirm to tx mode",
+                        ))
+                    }
+                    Mode::Plain => self.mode = Mode::Tx(Tx::default()),
+                    Mode::Tx(_) => {}
+                }
+                method_frame(
+                    out,
+                    ch,
+                    AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})),
+                );
+                Ok(())
+            }
+            tx::AMQPMethod::Commit(_) => {
+                let Mode::Tx(txn) = &mut self.mode else {
+                    return Err(AmqpError::precondition_failed(
+                        "channel is not transactional",
+                    ));
+                };
+                let txn = std::mem::take(txn);
+                for p in txn.publishes {
+                    self.route_and_store(ctx, out, p)?;
+                }
+                for (how, taken) in txn.settles {
+                    self.apply_settle(how, taken);
+                }
+                method_frame(
+                    out,
+                    ch,
+                    AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})),
+                );
+                Ok(())
+            }
+            tx::AMQPMethod::Rollback(_) => {
+                let Mode::Tx(txn) = &mut self.mode else {
+                    return Err(AmqpError::precondition_failed(
+                        "channel is not transactional",
+                    ));
+                };
+                let txn = std::mem::take(txn);
+                // RabbitMQ: acks in a rolled-back transaction leave the messages unacked.
+                for (_, taken) in txn.settles {
+                    self.unacked.extend(taken);
+                }
+                method_frame(
+                    out,
+                    ch,
+                    AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),
+                );
+                Ok(())
+            }
+            _ => Err(AmqpError::command_invalid(
+                "unexpected tx method from a client",
+            )),
+        }
+    }
+
+    /// A delivery from a queue arrived through the inbox: write it, or hand it back if
+    /// this channel no longer has that consumer.
+    pub fn deliver(&mut self, ctx: &Ctx, out: &mut BytesMut, d: Delivery) {
+        if self.closing || !self.consumers.contains_key(&d.consumer_tag) {
+            if !d.no_ack {
+                self.channel_credit.give(1);
+            }
+            return_delivery(d);
+            return;
+        }
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let m = &d.message;
+        encode::deliver(
+            out,
+            self.id,
+            &d.consumer_tag,
+            tag,
+            m.redelivered,
+            &m.message.exchange,
+            &m.message.routing_key,
+        );
+        encode::content(
+            out,
+            self.id,
+            &m.message.raw_properties,
+            &m.message.body,
+            ctx.frame_max,
+        );
+        if !d.no_ack {
+            self.unacked.insert(
+                tag,
+                Unacked {
+                    queue: d.queue,
+                    message: d.message,
+                    credit: Some(d.credit),
+                },
+            );
+        }
+    }
+
+    /// The broker cancelled a consumer (its queue was deleted). Returns whether the
+    /// channel had it, so the connection can send basic.cancel.
+    pub fn consumer_cancelled(&mut self, tag: &Arc<str>) -> bool {
+        !self.closing && self.consumers.remove(tag).is_some()
+    }
+
+    /// Releases everything the channel holds: consumers are removed (auto-delete queues
+    /// may go), unacknowledged messages are requeued, a transaction is discarded.
+    pub fn close(&mut self, ctx: &Ctx) {
+        self.closing = true;
+        for (tag, c) in std::mem::take(&mut self.consumers) {
+            ctx.vhost.consumer_removed(&c.queue, ctx.id, self.id, &tag);
+        }
+        if let Mode::Tx(txn) = &mut self.mode {
+            let txn = std::mem::take(txn);
+            for (_, taken) in txn.settles {
+                self.unacked.extend(taken);
+            }
+        }
+        self.requeue_all_unacked();
+    }
+
+    /// Number of messages delivered and not yet acknowledged.
+    pub fn unacked_count(&self) -> usize {
+        self.unacked.len()
+    }
+
+    /// The reply code of an error, as a channel.close frame.
+    pub fn close_frame(&self, out: &mut BytesMut, e: &AmqpError) {
+        method_frame(
+            out,
+            self.id,
+            AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                reply_code: e.code.code(),
+                reply_text: short(&e.text),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            })),
+        );
+    }
+}
+
+/// RabbitMQ's `rabbit_basic:parse_expiration`: a non-negative integer of milliseconds,
+/// with Erlang's `string:to_integer` leniency and error terms in the reply text.
+fn check_expiration(exp: &str) -> Result<u64, AmqpError> {
+    let fail =
+        |why: String| AmqpError::precondition_failed(format!("invalid expiration '{exp}': {why}"));
+    let bytes = exp.as_bytes();
+    let mut i = 0;
+    let negative = match bytes.first() {
+        Some(b'-') => {
+            i = 1;
+            true
+        }
+        Some(b'+') => {
+            i = 1;
+            false
+        }
+        _ => false,
+    };
+    let digits_start = i;
+    while i < bytes.len() && bytes[i].is_ascii_digit() {
+        i += 1;
+    }
+    if i == digits_start {
+        return Err(fail("no_integer".into()));
+    }
+    if i < bytes.len() {
+        return Err(fail(format!("{{leftover_string,\"{}\"}}", &exp[i..])));
+    }
+    let value: u128 = exp[digits_start..i].parse().unwrap_or(u128::MAX);
+    if negative && value > 0 {
+        return Err(fail(format!("{{value_negative,-{value}}}")));
+    }
+    // RabbitMQ's ?MAX_EXPIRY_TIMER (the largest Erlang timer, in ms).
+    const MAX_EXPIRY: u128 = 4_294_967_295;
+    if value > MAX_EXPIRY {
+        return Err(fail(format!("{{value_too_large,{value}}}")));
+    }
+    Ok(value as u64)
+}
+
+/// Hands a delivery that was not written back to its queue.
+pub fn return_delivery(d: Delivery) {
+    if !d.no_ack {
+        d.credit.give(1);
+    }
+    let q = d.queue.clone();
+    q.requeue(vec![d.message], !d.no_ack);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_expiration;
+
+    #[test]
+    fn expiration_parsing_matches_rabbitmq() {
+        assert_eq!(check_expiration("60000").unwrap(), 60000);
+        assert_eq!(check_expiration("0").unwrap(), 0);
+        assert_eq!(
+            check_expiration("soon").unwrap_err().text,
+            "PRECONDITION_FAILED - invalid expiration 'soon': no_integer"
+        );
+        assert_eq!(
+            check_expiration("-1").unwrap_err().text,
+            "PRECONDITION_FAILED - invalid expiration '-1': {value_negative,-1}"
+        );
+        assert_eq!(
+            check_expiration("10x").unwrap_err().text,
+            "PRECONDITION_FAILED - invalid expiration '10x': {leftover_string,\"x\"}"
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! Configuration, loaded once from TOML and passed down as `Arc<Config>`.
+//!
+//! Every key has a default that matches RabbitMQ's (port 5672, guest/guest allowed from
+//! loopback only, frame_max 131072, channel_max 2047, heartbeat 60 s). `config.toml` at
+//! the repository root documents every key with its default value.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// AMQP listener address.
+    pub listen: SocketAddr,
+    /// Where durable state lives.
+    pub data_dir: PathBuf,
+    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing directive).
+    /// `RUST_LOG` overrides it.
+    pub log_level: String,
+    /// Protocol and resource limits.
+    pub limits: Limits,
+    /// Users and their access.
+    pub auth: Auth,
+    /// Virtual hosts created at start (`/` is always there).
+    pub vhosts: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 5672)),
+            data_dir: PathBuf::from("./data"),
+            log_level: "info".into(),
+            limits: Limits::default(),
+            auth: Auth::default(),
+            vhosts: vec!["/".into()],
+        }
+    }
+}
+
+/// Protocol and resource limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest frame the server accepts and offers in connection.tune.
+    pub frame_max_bytes: u32,
+    /// Most channels a connection may have open at once.
+    pub channel_max: u16,
+    /// Heartbeat interval offered in connection.tune; 0 disables.
+    pub heartbeat_secs: u16,
+    /// Largest message body accepted (RabbitMQ 3.x: 128 MiB).
+    pub max_message_bytes: u64,
+    /// Most client connections at once; further connections wait in the accept backlog.
+    pub max_connections: usize,
+    /// Time a client has to complete the handshake up to connection.open.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            frame_max_bytes: 131_072,
+            channel_max: 2047,
+            heartbeat_secs: 60,
+            max_message_bytes: 128 * 1024 * 1024,
+            max_connections: 65_536,
+            handshake_timeout_secs: 10,
+        }
+    }
+}
+
+/// Users.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// Known users.
+    pub users: Vec<User>,
+    /// Users that may only connect from a loopback address (RabbitMQ's `loopback_users`).
+    pub loopback_users: Vec<String>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            users: vec![User {
+                name: "guest".into(),
+                password: "guest".into(),
+            }],
+            loopback_users: vec!["guest".into()],
+        }
+    }
+}
+
+/// A user with a password.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// User name.
+    pub name: String,
+    /// Password, in clear.
+    pub password: String,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Parses TOML text.
+    ///
+    /// # Errors
+    /// Parse errors and invalid values.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads and parses a file.
+    ///
+    /// # Errors
+    /// I/O errors, parse errors and invalid values.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Checks ranges.
+    ///
+    /// # Errors
+    /// The first value out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.limits.frame_max_bytes != 0 && self.limits.frame_max_bytes < 4096 {
+            return Err(ConfigError::Invalid(
+                "limits.frame_max_bytes must be at least 4096".into(),
+            ));
+        }
+        if self.limits.channel_max == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.channel_max must be at least 1".into(),
+            ));
+        }
+        if self.limits.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_connections must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_config_toml_parses_and_equals_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.toml");
+        let c = Config::load(&path).unwrap();
+        let d = Config::default();
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.limits.frame_max_bytes, d.limits.frame_max_bytes);
+        assert_eq!(c.limits.channel_max, d.limits.channel_max);
+        assert_eq!(c.limits.heartbeat_secs, d.limits.heartbeat_secs);
+        assert_eq!(c.limits.max_message_bytes, d.limits.max_message_bytes);
+        assert_eq!(c.auth.loopback_users, d.auth.loopback_users);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(Config::from_toml("nonsense = 1", Path::new("x")).is_err());
+        assert!(Config::from_toml("[limits]\nframe_max_bytes = 100", Path::new("x")).is_err());
+        let c = Config::from_toml("listen = \"127.0.0.1:5673\"", Path::new("x")).unwrap();
+        assert_eq!(c.listen.port(), 5673);
+    }
+}

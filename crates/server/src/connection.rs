@@ -1,0 +1,718 @@
+//! One client connection: the handshake, then the frame loop.
+//!
+//! Responsibilities: protocol header check, connection.start/tune/open with SASL and
+//! limits, heartbeats both ways, channel open/close, mapping errors to channel.close or
+//! connection.close, and tearing down channel state when the connection ends.
+//! Collaborators: [`Channel`] (per-channel methods), [`ConnSink`] (deliveries from queues),
+//! and a writer task that owns the socket's write half.
+//!
+//! The connection task `select!`s over socket reads, its inbox, heartbeat ticks and
+//! shutdown. Replies and deliveries go into one output buffer that is handed to the
+//! writer once per wake-up; the writer's bounded channel is where a slow client pushes
+//! back: when it is full this task stops reading.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+use warren_codec::protocol::{basic, channel, connection, AMQPClass};
+use warren_codec::types::{AMQPValue, FieldTable, LongString, ShortString};
+use warren_codec::{encode, AmqpError, Frame, FrameDecoder, ReplyCode, PROTOCOL_HEADER};
+
+use crate::auth::{self, AuthError};
+use crate::channel::{return_delivery, Channel, Ctx};
+use crate::sink::{ConnEvent, ConnSink};
+use crate::Shared;
+
+/// Frame size accepted before tune-ok (RabbitMQ 4.1+: 8192).
+const PRE_TUNE_FRAME_MAX: u32 = 8192;
+/// How long to wait for connection.close-ok after sending connection.close.
+const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Output chunks that may wait for the writer before reading stops.
+const WRITER_QUEUE: usize = 16;
+
+/// What the client said it can do.
+#[derive(Debug, Default, Clone, Copy)]
+struct ClientCaps {
+    consumer_cancel_notify: bool,
+    authentication_failure_close: bool,
+}
+
+fn short(s: &str) -> ShortString {
+    ShortString::try_new(s.to_string()).unwrap_or_default()
+}
+
+fn long(s: &str) -> LongString {
+    LongString::from(s.as_bytes().to_vec())
+}
+
+fn server_properties() -> FieldTable {
+    let mut caps = FieldTable::default();
+    for cap in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "authentication_failure_close",
+        "per_consumer_qos",
+    ] {
+        caps.insert(short(cap), AMQPValue::Boolean(true));
+    }
+    let mut p = FieldTable::default();
+    p.insert(short("capabilities"), AMQPValue::FieldTable(caps));
+    p.insert(short("product"), AMQPValue::LongString(long("Warren")));
+    p.insert(
+        short("version"),
+        AMQPValue::LongString(long(env!("CARGO_PKG_VERSION"))),
+    );
+    p.insert(short("platform"), AMQPValue::LongString(long("Rust")));
+    p.insert(short("cluster_name"), AMQPValue::LongString(long("warren")));
+    p.insert(
+        short("copyright"),
+        AMQPValue::LongString(long("Copyright (c) the Warren authors")),
+    );
+    p.insert(
+        short("information"),
+        AMQPValue::LongString(long("Licensed under MIT or Apache-2.0")),
+    );
+    p
+}
+
+fn client_caps(props: &FieldTable) -> ClientCaps {
+    let mut c = ClientCaps::default();
+    if let Some(AMQPValue::FieldTable(t)) = props.inner().get("capabilities") {
+        let flag = |k: &str| matches!(t.inner().get(k), Some(AMQPValue::Boolean(true)));
+        c.consumer_cancel_notify = flag("consumer_cancel_notify");
+        c.authentication_failure_close = flag("authentication_failure_close");
+    }
+    c
+}
+
+fn close_method(e: &AmqpError) -> AMQPClass {
+    AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+        reply_code: e.code.code(),
+        reply_text: short(&e.text),
+        class_id: e.class_id,
+        method_id: e.method_id,
+    }))
+}
+
+/// Serves one accepted socket until it closes.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let id = shared.next_connection_id();
+    let span = tracing::info_span!("connection", id, %peer);
+    let _enter = span.enter();
+    drop(_enter);
+    tracing::Instrument::instrument(run(stream, peer, id, shared, shutdown), span).await;
+}
+
+async fn run(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let limit = Duration::from_secs(shared.config.limits.handshake_timeout_secs.max(1));
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let session =
+        match tokio::time::timeout(limit, handshake(&mut stream, &mut rbuf, peer, &shared)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(why)) => {
+                debug!(%why, "handshake failed");
+                let _ = stream.shutdown().await;
+                return;
+            }
+            Err(_) => {
+                warn!(
+                    "closing connection: handshake not completed within {}s",
+                    limit.as_secs()
+                );
+                let _ = stream.shutdown().await;
+                return;
+            }
+        };
+    info!(user = %session.user, vhost = %session.vhost.name, "connection opened");
+    let (rd, wr) = stream.into_split();
+    let (wtx, wrx) = mpsc::channel::<Bytes>(WRITER_QUEUE);
+    let writer = tokio::spawn(write_loop(wr, wrx));
+    let (itx, inbox) = mpsc::unbounded_channel();
+    let sink = Arc::new(ConnSink::new(itx));
+    let mut conn = Connection {
+        ctx: Ctx {
+            id,
+            vhost: session.vhost,
+            user: session.user,
+            sink,
+            frame_max: session.frame_max,
+            max_message_bytes: shared.config.limits.max_message_bytes,
+        },
+        caps: session.caps,
+        channel_max: session.channel_max,
+        decoder: FrameDecoder::new(session.frame_max),
+        channels: HashMap::new(),
+        out: BytesMut::with_capacity(16 * 1024),
+        closing_since: None,
+        done: false,
+    };
+    let reason = conn
+        .main_loop(rd, rbuf, inbox, wtx, shutdown, session.heartbeat)
+        .await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    info!(%reason, "connection closed");
+}
+
+struct Session {
+    user: String,
+    vhost: Arc<warren_broker::VHost>,
+    caps: ClientCaps,
+    frame_max: u32,
+    channel_max: u16,
+    heartbeat: u16,
+}
+
+async fn read_frame(
+    stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    decoder: &FrameDecoder,
+) -> Result<Frame, String> {
+    loop {
+        match decoder.decode(rbuf) {
+            Ok(Some(Frame::Heartbeat { channel: 0 })) => continue,
+            Ok(Some(f)) => return Ok(f),
+            Ok(None) => {}
+            Err(e) => return Err(e.text),
+        }
+        match stream.read_buf(rbuf).await {
+            Ok(0) => return Err("client closed the socket".into()),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+async fn send(stream: &mut TcpStream, m: AMQPClass) -> Result<(), String> {
+    let mut out = BytesMut::new();
+    encode::method(&mut out, 0, &m);
+    stream.write_all(&out).await.map_err(|e| e.to_string())
+}
+
+/// Sends connection.close for a handshake failure and waits briefly for close-ok.
+async fn refuse(stream: &mut TcpStream, rbuf: &mut BytesMut, e: AmqpError) -> String {
+    warn!(code = e.code.code(), text = %e.text, "refusing connection");
+    if send(stream, close_method(&e)).await.is_ok() {
+        let dec = FrameDecoder::new(PRE_TUNE_FRAME_MAX);
+        let _ = tokio::time::timeout(CLOSE_OK_TIMEOUT, read_frame(stream, rbuf, &dec)).await;
+    }
+    e.text
+}
+
+async fn handshake(
+    stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Result<Session, String> {
+    // AMQP 0-9-1 §4.2.2: the client opens with the 8-byte protocol header.
+    while rbuf.len() < 8 {
+        match stream.read_buf(rbuf).await {
+            Ok(0) => return Err("closed before the protocol header".into()),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let header = rbuf.split_to(8);
+    // RabbitMQ also accepts the 0-9 header AMQP 1 1 0 9 as 0-9-1.
+    if header[..] != PROTOCOL_HEADER && header[..] != *b"AMQP\x01\x01\x00\x09" {
+        let _ = stream.write_all(&PROTOCOL_HEADER).await;
+        return Err(format!("bad protocol header {:?}", &header[..]));
+    }
+    let limits = &shared.config.limits;
+    send(
+        stream,
+        AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: server_properties(),
+            mechanisms: long(auth::MECHANISMS),
+            locales: long("en_US"),
+        })),
+    )
+    .await?;
+    let decoder = FrameDecoder::new(PRE_TUNE_FRAME_MAX);
+    let start_ok = match read_frame(stream, rbuf, &decoder).await? {
+        Frame::Method { channel: 0, method } => match *method {
+            AMQPClass::Connection(connection::AMQPMethod::StartOk(s)) => s,
+            other => {
+                return Err(format!(
+                    "expected connection.start-ok, got {}",
+                    warren_codec::methods::name(
+                        other.get_amqp_class_id(),
+                        other.get_amqp_method_id()
+                    )
+                ))
+            }
+        },
+        _ => return Err("expected connection.start-ok".into()),
+    };
+    let caps = client_caps(&start_ok.client_properties);
+    let mechanism = start_ok.mechanism.as_str().to_string();
+    let user = match auth::authenticate(
+        &shared.config.auth,
+        &mechanism,
+        start_ok.response.as_bytes(),
+        peer.ip(),
+    ) {
+        Ok(u) => u,
+        Err(AuthError::UnknownMechanism(m)) => {
+            let e = AmqpError::command_invalid(format!("unknown authentication mechanism '{m}'"))
+                .with_method(10, 11);
+            return Err(refuse(stream, rbuf, e).await);
+        }
+        Err(AuthError::Malformed(why)) => {
+            let e = AmqpError::new(ReplyCode::SyntaxError, why).with_method(10, 11);
+            return Err(refuse(stream, rbuf, e).await);
+        }
+        Err(AuthError::Refused { user, why }) => {
+            warn!(%user, %mechanism, reason = why, "login refused");
+            if caps.authentication_failure_close {
+                let e = AmqpError::access_refused(format!(
+                    "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
+                ))
+                .with_method(10, 11);
+                return Err(refuse(stream, rbuf, e).await);
+            }
+            return Err(format!("login refused for user '{user}'"));
+        }
+    };
+    send(
+        stream,
+        AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
+            channel_max: limits.channel_max,
+            frame_max: limits.frame_max_bytes,
+            heartbeat: limits.heartbeat_secs,
+        })),
+    )
+    .await?;
+    let tune_ok = match read_frame(stream, rbuf, &decoder).await? {
+        Frame::Method { channel: 0, method } => match *method {
+            AMQPClass::Connection(connection::AMQPMethod::TuneOk(t)) => t,
+            _ => return Err("expected connection.tune-ok".into()),
+        },
+        _ => return Err("expected connection.tune-ok".into()),
+    };
+    let server_max = limits.frame_max_bytes;
+    let frame_max = tune_ok.frame_max;
+    if frame_max != 0 && frame_max < 4096 {
+        let e = AmqpError::not_allowed(format!(
+            "negotiated frame_max = {frame_max} is lower than the minimum allowed value (4096)"
+        ))
+        .with_method(10, 31);
+        return Err(refuse(stream, rbuf, e).await);
+    }
+    if server_max != 0 && (frame_max == 0 || frame_max > server_max) {
+        let e = AmqpError::not_allowed(format!(
+            "negotiated frame_max = {frame_max} is higher than the maximum allowed value ({server_max})"
+        ))
+        .with_method(10, 31);
+        return Err(refuse(stream, rbuf, e).await);
+    }
+    let channel_max = match tune_ok.channel_max {
+        0 => limits.channel_max,
+        n => n.min(limits.channel_max),
+    };
+    let decoder = FrameDecoder::new(frame_max);
+    let open = match read_frame(stream, rbuf, &decoder).await? {
+        Frame::Method { channel: 0, method } => match *method {
+            AMQPClass::Connection(connection::AMQPMethod::Open(o)) => o,
+            _ => return Err("expected connection.open".into()),
+        },
+        _ => return Err("expected connection.open".into()),
+    };
+    let vhost_name = open.virtual_host.as_str();
+    let Some(vhost) = shared.broker.vhost(vhost_name) else {
+        let e = AmqpError::not_allowed(format!("vhost {vhost_name} not found")).with_method(10, 40);
+        return Err(refuse(stream, rbuf, e).await);
+    };
+    send(
+        stream,
+        AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
+    )
+    .await?;
+    Ok(Session {
+        user,
+        vhost,
+        caps,
+        frame_max,
+        channel_max,
+        heartbeat: tune_ok.heartbeat,
+    })
+}
+
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+    let mut batch = Vec::with_capacity(64);
+    while rx.recv_many(&mut batch, 64).await > 0 {
+        for chunk in batch.drain(..) {
+            if wr.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+struct Connection {
+    ctx: Ctx,
+    caps: ClientCaps,
+    channel_max: u16,
+    decoder: FrameDecoder,
+    channels: HashMap<u16, Channel>,
+    /// Frames to send, handed to the writer once per wake-up.
+    out: BytesMut,
+    /// Set when we sent connection.close and wait for close-ok.
+    closing_since: Option<Instant>,
+    /// Set when the connection is finished (close-ok sent or received).
+    done: bool,
+}
+
+impl Connection {
+    async fn main_loop(
+        &mut self,
+        mut rd: tokio::net::tcp::OwnedReadHalf,
+        mut rbuf: BytesMut,
+        mut inbox: mpsc::UnboundedReceiver<ConnEvent>,
+        wtx: mpsc::Sender<Bytes>,
+        mut shutdown: watch::Receiver<bool>,
+        heartbeat: u16,
+    ) -> String {
+        let hb = Duration::from_secs(u64::from(heartbeat));
+        let tick_every = if heartbeat == 0 {
+            Duration::from_secs(3600)
+        } else {
+            (hb / 2).max(Duration::from_millis(500))
+        };
+        let mut tick = tokio::time::interval_at(Instant::now() + tick_every, tick_every);
+        let mut last_read = Instant::now();
+        let mut last_write = Instant::now();
+        let mut events = Vec::with_capacity(128);
+        // Frames may already be buffered from the handshake read.
+        self.process_frames(&mut rbuf);
+        let reason = loop {
+            if self.done {
+                break "closed".to_string();
+            }
+            if let Some(since) = self.closing_since {
+                if since.elapsed() > CLOSE_OK_TIMEOUT {
+                    break "no connection.close-ok from client".to_string();
+                }
+            }
+            if !self.out.is_empty() {
+                let chunk = self.out.split().freeze();
+                if wtx.send(chunk).await.is_err() {
+                    break "socket write failed".to_string();
+                }
+                last_write = Instant::now();
+                continue;
+            }
+            tokio::select! {
+                changed = shutdown.changed(), if self.closing_since.is_none() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        self.connection_error(AmqpError::new(
+                            ReplyCode::ConnectionForced,
+                            "broker forced connection closure with reason 'shutdown'",
+                        ));
+                    }
+                }
+                r = rd.read_buf(&mut rbuf) => match r {
+                    Ok(0) => break "client closed the socket".to_string(),
+                    Err(e) => break format!("socket read failed: {e}"),
+                    Ok(_) => {
+                        last_read = Instant::now();
+                        self.process_frames(&mut rbuf);
+                        for ch in self.channels.values_mut() {
+                            ch.flush_confirms(&mut self.out);
+                        }
+                    }
+                },
+                n = inbox.recv_many(&mut events, 128) => {
+                    if n == 0 {
+                        break "inbox closed".to_string();
+                    }
+                    for ev in events.drain(..) {
+                        self.event(ev);
+                    }
+                    if self.ctx.sink.take_starved() {
+                        for ch in self.channels.values() {
+                            ch.dispatch_all();
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    if heartbeat > 0 {
+                        if last_read.elapsed() > hb * 2 {
+                            warn!(timeout_secs = heartbeat, "missed heartbeats from client, closing");
+                            break "missed heartbeats".to_string();
+                        }
+                        if last_write.elapsed() >= tick_every {
+                            encode::heartbeat(&mut self.out);
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(CLOSE_OK_TIMEOUT), if self.closing_since.is_some() => {}
+            }
+        };
+        // Flush what is left (close-ok, close), then release everything.
+        if !self.out.is_empty() {
+            let _ = wtx.send(self.out.split().freeze()).await;
+        }
+        drop(wtx);
+        self.teardown(&mut inbox);
+        reason
+    }
+
+    fn teardown(&mut self, inbox: &mut mpsc::UnboundedReceiver<ConnEvent>) {
+        self.ctx.sink.close();
+        for ch in self.channels.values_mut() {
+            if !ch.closing {
+                ch.close(&self.ctx);
+            }
+        }
+        self.channels.clear();
+        // Deliveries still in the inbox never reached the client: put them back.
+        inbox.close();
+        while let Ok(ev) = inbox.try_recv() {
+            if let ConnEvent::Deliver(d) = ev {
+                self.ctx.sink.delivered();
+                return_delivery(d);
+            }
+        }
+        self.ctx.vhost.connection_closed(self.ctx.id);
+    }
+
+    fn process_frames(&mut self, rbuf: &mut BytesMut) {
+        while !self.done {
+            match self.decoder.decode(rbuf) {
+                Ok(None) => break,
+                Ok(Some(frame)) => {
+                    if let Err(e) = self.frame(frame) {
+                        self.connection_error(e);
+                    }
+                }
+                Err(e) => {
+                    self.connection_error(e);
+                    // The stream cannot be resynchronised after a framing error.
+                    rbuf.clear();
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Sends connection.close and releases channel state; waits for close-ok.
+    fn connection_error(&mut self, e: AmqpError) {
+        if self.closing_since.is_some() {
+            return;
+        }
+        if e.code == ReplyCode::ConnectionForced {
+            info!(code = e.code.code(), text = %e.text, "closing connection");
+        } else {
+            warn!(code = e.code.code(), text = %e.text, "closing connection on error");
+        }
+        encode::method(&mut self.out, 0, &close_method(&e));
+        for ch in self.channels.values_mut() {
+            if !ch.closing {
+                ch.close(&self.ctx);
+            }
+        }
+        self.channels.clear();
+        self.closing_since = Some(Instant::now());
+    }
+
+    fn frame(&mut self, frame: Frame) -> Result<(), AmqpError> {
+        let ch = frame.channel();
+        if self.closing_since.is_some() {
+            // After connection.close only close-ok (or a crossing close) matters.
+            if let Frame::Method { channel: 0, method } = frame {
+                match *method {
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => self.done = true,
+                    AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
+                        encode::method(
+                            &mut self.out,
+                            0,
+                            &AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                                connection::CloseOk {},
+                            )),
+                        );
+                        self.done = true;
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        if let Frame::Heartbeat { channel } = frame {
+            if channel != 0 {
+                return Err(AmqpError::unexpected_frame(format!(
+                    "heartbeat frame on non-zero channel {channel}"
+                )));
+            }
+            return Ok(());
+        }
+        if ch == 0 {
+            return self.channel_zero(frame);
+        }
+        let Some(channel) = self.channels.get_mut(&ch) else {
+            return self.open_channel(ch, frame);
+        };
+        if channel.closing {
+            if let Frame::Method { method, .. } = frame {
+                match *method {
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
+                        self.channels.remove(&ch);
+                    }
+                    AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
+                        self.channels.remove(&ch);
+                        encode::method(
+                            &mut self.out,
+                            ch,
+                            &AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        if let Frame::Method { method, .. } = &frame {
+            match method.as_ref() {
+                AMQPClass::Channel(channel::AMQPMethod::Close(c)) => {
+                    debug!(channel = ch, code = c.reply_code, "client closed channel");
+                    channel.close(&self.ctx);
+                    self.channels.remove(&ch);
+                    encode::method(
+                        &mut self.out,
+                        ch,
+                        &AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                    );
+                    return Ok(());
+                }
+                AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => return Ok(()),
+                _ => {}
+            }
+        }
+        match channel.frame(&self.ctx, &mut self.out, frame) {
+            Ok(()) => Ok(()),
+            Err(e) if e.code.is_hard() => Err(e),
+            Err(e) => {
+                warn!(channel = ch, code = e.code.code(), text = %e.text, "closing channel on error");
+                channel.flush_confirms(&mut self.out);
+                channel.close(&self.ctx);
+                channel.close_frame(&mut self.out, &e);
+                Ok(())
+            }
+        }
+    }
+
+    fn open_channel(&mut self, ch: u16, frame: Frame) -> Result<(), AmqpError> {
+        match frame {
+            Frame::Method { method, .. }
+                if matches!(*method, AMQPClass::Channel(channel::AMQPMethod::Open(_))) =>
+            {
+                if self.channels.len() >= usize::from(self.channel_max) {
+                    return Err(AmqpError::not_allowed(format!(
+                        "number of channels opened ({}) has reached the negotiated channel_max ({})",
+                        self.channels.len(),
+                        self.channel_max
+                    ))
+                    .with_method(20, 10));
+                }
+                self.channels
+                    .insert(ch, Channel::new(ch, self.ctx.max_message_bytes));
+                encode::method(
+                    &mut self.out,
+                    ch,
+                    &AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+                );
+                Ok(())
+            }
+            Frame::Method { method, .. } => {
+                Err(AmqpError::channel_error("expected 'channel.open'")
+                    .with_method(method.get_amqp_class_id(), method.get_amqp_method_id()))
+            }
+            _ => Err(AmqpError::channel_error("expected 'channel.open'")),
+        }
+    }
+
+    fn channel_zero(&mut self, frame: Frame) -> Result<(), AmqpError> {
+        let Frame::Method { method, .. } = frame else {
+            return Err(AmqpError::unexpected_frame("content frame on channel 0"));
+        };
+        match *method {
+            AMQPClass::Connection(connection::AMQPMethod::Close(c)) => {
+                debug!(code = c.reply_code, text = %c.reply_text, "client closed connection");
+                for ch in self.channels.values_mut() {
+                    if !ch.closing {
+                        ch.close(&self.ctx);
+                    }
+                }
+                self.channels.clear();
+                encode::method(
+                    &mut self.out,
+                    0,
+                    &AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                );
+                self.done = true;
+                Ok(())
+            }
+            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => {
+                self.done = true;
+                Ok(())
+            }
+            other => Err(AmqpError::command_invalid(format!(
+                "unexpected method {} on channel 0",
+                warren_codec::methods::name(other.get_amqp_class_id(), other.get_amqp_method_id())
+            ))
+            .with_method(other.get_amqp_class_id(), other.get_amqp_method_id())),
+        }
+    }
+
+    fn event(&mut self, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Deliver(d) => {
+                self.ctx.sink.delivered();
+                match self.channels.get_mut(&d.channel) {
+                    Some(ch) => ch.deliver(&self.ctx, &mut self.out, d),
+                    None => return_delivery(d),
+                }
+            }
+            ConnEvent::Cancelled { channel, tag } => {
+                if let Some(ch) = self.channels.get_mut(&channel) {
+                    if ch.consumer_cancelled(&tag) && self.caps.consumer_cancel_notify {
+                        encode::method(
+                            &mut self.out,
+                            channel,
+                            &AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                                consumer_tag: short(&tag),
+                                nowait: true,
+                            })),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! The one place where engine errors become AMQP reply codes.
+
+use warren_broker::Error;
+use warren_codec::{AmqpError, ReplyCode};
+
+/// Maps an engine error to the reply RabbitMQ gives for it.
+pub fn amqp(err: Error) -> AmqpError {
+    let code = match &err {
+        Error::QueueNotFound { .. } | Error::ExchangeNotFound { .. } => ReplyCode::NotFound,
+        Error::ExclusiveLocked { .. } => ReplyCode::ResourceLocked,
+        Error::Inequivalent { .. }
+        | Error::InUse { .. }
+        | Error::NotEmpty { .. }
+        | Error::InvalidArg { .. }
+        | Error::BindingInvalid(_) => ReplyCode::PreconditionFailed,
+        Error::ReservedName { .. }
+        | Error::DefaultExchange
+        | Error::SystemExchange { .. }
+        | Error::ExclusiveConsumer { .. }
+        | Error::InternalExchange { .. } => ReplyCode::AccessRefused,
+        // RabbitMQ 3.10: unknown exchange type is a connection error 503.
+        Error::UnknownExchangeType(_) => ReplyCode::CommandInvalid,
+    };
+    AmqpError::new(code, err)
+}

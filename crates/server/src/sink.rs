@@ -1,0 +1,94 @@
+//! The bridge from queues back to a connection task: queues call [`ConnSink::deliver`]
+//! (non-blocking) and the connection task drains its inbox and writes frames.
+//!
+//! Back-pressure: a consumer's prefetch bounds acknowledged deliveries; for no-ack
+//! consumers (and as a global cap) the sink reports not-ready once `MAX_QUEUED`
+//! deliveries wait unwritten, so a slow socket stops its queues instead of filling RAM.
+//! When the backlog drains, the connection asks its consumers' queues to dispatch again.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use warren_broker::{Delivery, DeliverySink};
+
+/// Deliveries allowed to wait in a connection's inbox before queues hold back.
+pub const MAX_QUEUED: usize = 1024;
+
+/// Events queues send to a connection.
+#[derive(Debug)]
+pub enum ConnEvent {
+    /// A message for a consumer.
+    Deliver(Delivery),
+    /// A consumer was cancelled by the broker (queue deleted).
+    Cancelled {
+        /// Channel of the consumer.
+        channel: u16,
+        /// Its tag.
+        tag: Arc<str>,
+    },
+}
+
+/// One per connection.
+#[derive(Debug)]
+pub struct ConnSink {
+    tx: mpsc::UnboundedSender<ConnEvent>,
+    queued: AtomicUsize,
+    starved: AtomicBool,
+    closed: AtomicBool,
+}
+
+impl ConnSink {
+    /// A sink feeding `tx`.
+    pub fn new(tx: mpsc::UnboundedSender<ConnEvent>) -> Self {
+        ConnSink {
+            tx,
+            queued: AtomicUsize::new(0),
+            starved: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// The connection wrote (or returned) one delivery.
+    pub fn delivered(&self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether a queue was turned away since the last call.
+    pub fn take_starved(&self) -> bool {
+        self.starved.swap(false, Ordering::AcqRel)
+    }
+
+    /// The connection is going away: refuse further deliveries.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+}
+
+impl DeliverySink for ConnSink {
+    fn ready(&self) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        if self.queued.load(Ordering::Acquire) >= MAX_QUEUED {
+            self.starved.store(true, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    fn deliver(&self, delivery: Delivery) {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if let Err(mpsc::error::SendError(ConnEvent::Deliver(_d))) =
+            self.tx.send(ConnEvent::Deliver(delivery))
+        {
+            // Unreachable by construction: a connection removes its consumers from their
+            // queues (under each queue's lock) before it drops the inbox receiver.
+            tracing::error!("delivery to a closed connection inbox");
+        }
+    }
+
+    fn cancelled(&self, channel: u16, tag: Arc<str>) {
+        let _ = self.tx.send(ConnEvent::Cancelled { channel, tag });
+    }
+}
