@@ -26,6 +26,42 @@ pub struct Config {
     pub auth: Auth,
     /// Virtual hosts created at start (`/` is always there).
     pub vhosts: Vec<String>,
+    /// Resource alarms.
+    pub resources: Resources,
+}
+
+/// Resource alarms (RabbitMQ's `vm_memory_high_watermark`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Resources {
+    /// Fraction of physical memory at which publishers are blocked (RabbitMQ 3.x: 0.4).
+    pub memory_high_watermark: f64,
+    /// Absolute watermark in bytes; when non-zero it replaces the fraction.
+    pub memory_high_watermark_bytes: u64,
+    /// How often memory use is sampled.
+    pub check_interval_ms: u64,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources {
+            memory_high_watermark: 0.4,
+            memory_high_watermark_bytes: 0,
+            check_interval_ms: 1000,
+        }
+    }
+}
+
+impl Resources {
+    /// The watermark in bytes (0 = no alarm).
+    pub fn watermark_bytes(&self) -> u64 {
+        if self.memory_high_watermark_bytes > 0 {
+            return self.memory_high_watermark_bytes;
+        }
+        crate::alarm::total_memory_bytes().map_or(0, |total| {
+            (total as f64 * self.memory_high_watermark) as u64
+        })
+    }
 }
 
 impl Default for Config {
@@ -37,6 +73,7 @@ impl Default for Config {
             limits: Limits::default(),
             auth: Auth::default(),
             vhosts: vec!["/".into()],
+            resources: Resources::default(),
         }
     }
 }
@@ -167,6 +204,16 @@ impl Config {
         if self.limits.channel_max == 0 {
             return Err(ConfigError::Invalid(
                 "limits.channel_max must be at least 1".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.resources.memory_high_watermark) {
+            return Err(ConfigError::Invalid(
+                "resources.memory_high_watermark must be between 0 and 1".into(),
+            ));
+        }
+        if self.resources.check_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "resources.check_interval_ms must be at least 1".into(),
             ));
         }
         if self.limits.max_connections == 0 {

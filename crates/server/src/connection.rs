@@ -44,6 +44,7 @@ const WRITER_QUEUE: usize = 16;
 struct ClientCaps {
     consumer_cancel_notify: bool,
     authentication_failure_close: bool,
+    connection_blocked: bool,
 }
 
 fn short(s: &str) -> ShortString {
@@ -61,6 +62,7 @@ fn server_properties() -> FieldTable {
         "exchange_exchange_bindings",
         "basic.nack",
         "consumer_cancel_notify",
+        "connection.blocked",
         "authentication_failure_close",
         "per_consumer_qos",
     ] {
@@ -92,6 +94,7 @@ fn client_caps(props: &FieldTable) -> ClientCaps {
         let flag = |k: &str| matches!(t.inner().get(k), Some(AMQPValue::Boolean(true)));
         c.consumer_cancel_notify = flag("consumer_cancel_notify");
         c.authentication_failure_close = flag("authentication_failure_close");
+        c.connection_blocked = flag("connection.blocked");
     }
     c
 }
@@ -168,9 +171,11 @@ async fn run(
         out: BytesMut::with_capacity(16 * 1024),
         closing_since: None,
         done: false,
+        has_published: false,
     };
+    let alarm = shared.alarms.subscribe();
     let reason = conn
-        .main_loop(rd, rbuf, inbox, wtx, shutdown, session.heartbeat)
+        .main_loop(rd, rbuf, inbox, wtx, shutdown, alarm, session.heartbeat)
         .await;
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     info!(%reason, "connection closed");
@@ -387,6 +392,9 @@ struct Connection {
     closing_since: Option<Instant>,
     /// Set when the connection is finished (close-ok sent or received).
     done: bool,
+    /// Whether the client has published: only publishing connections are blocked by a
+    /// resource alarm.
+    has_published: bool,
 }
 
 impl Connection {
@@ -397,8 +405,10 @@ impl Connection {
         mut inbox: mpsc::UnboundedReceiver<ConnEvent>,
         wtx: mpsc::Sender<Bytes>,
         mut shutdown: watch::Receiver<bool>,
+        mut alarm: watch::Receiver<bool>,
         heartbeat: u16,
     ) -> String {
+        let mut blocked_notified = false;
         let hb = Duration::from_secs(u64::from(heartbeat));
         let tick_every = if heartbeat == 0 {
             Duration::from_secs(3600)
@@ -420,6 +430,27 @@ impl Connection {
                     break "no connection.close-ok from client".to_string();
                 }
             }
+            // Resource alarm: stop reading from a publishing connection (TCP then pushes
+            // back on the client) and tell it, if it listens for connection.blocked.
+            let blocked = *alarm.borrow() && self.has_published && self.closing_since.is_none();
+            if blocked != blocked_notified {
+                blocked_notified = blocked;
+                if self.caps.connection_blocked {
+                    let m = if blocked {
+                        connection::AMQPMethod::Blocked(connection::Blocked {
+                            reason: short("low on memory"),
+                        })
+                    } else {
+                        connection::AMQPMethod::Unblocked(connection::Unblocked {})
+                    };
+                    encode::method(&mut self.out, 0, &AMQPClass::Connection(m));
+                }
+                if blocked {
+                    info!("connection blocked by the memory alarm");
+                } else {
+                    info!("connection unblocked");
+                }
+            }
             if !self.out.is_empty() {
                 let chunk = self.out.split().freeze();
                 if wtx.send(chunk).await.is_err() {
@@ -437,7 +468,12 @@ impl Connection {
                         ));
                     }
                 }
-                r = rd.read_buf(&mut rbuf) => match r {
+                changed = alarm.changed() => {
+                    if changed.is_err() {
+                        break "broker stopped".to_string();
+                    }
+                }
+                r = rd.read_buf(&mut rbuf), if !blocked => match r {
                     Ok(0) => break "client closed the socket".to_string(),
                     Err(e) => break format!("socket read failed: {e}"),
                     Ok(_) => {
@@ -463,7 +499,10 @@ impl Connection {
                 }
                 _ = tick.tick() => {
                     if heartbeat > 0 {
-                        if last_read.elapsed() > hb * 2 {
+                        // A blocked connection is not read, so its heartbeats are not seen.
+                        if blocked {
+                            last_read = Instant::now();
+                        } else if last_read.elapsed() > hb * 2 {
                             warn!(timeout_secs = heartbeat, "missed heartbeats from client, closing");
                             break "missed heartbeats".to_string();
                         }
@@ -563,6 +602,14 @@ impl Connection {
                 }
             }
             return Ok(());
+        }
+        if let Frame::Method { method, .. } = &frame {
+            if matches!(
+                method.as_ref(),
+                AMQPClass::Basic(basic::AMQPMethod::Publish(_))
+            ) {
+                self.has_published = true;
+            }
         }
         if let Frame::Heartbeat { channel } = frame {
             if channel != 0 {

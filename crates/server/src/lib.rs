@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod alarm;
 pub mod auth;
 pub mod channel;
 pub mod config;
@@ -41,6 +42,8 @@ pub struct Shared {
     pub broker: Arc<Broker>,
     /// The configuration.
     pub config: Arc<Config>,
+    /// Resource alarms.
+    pub alarms: Arc<alarm::Alarms>,
     next_id: AtomicU64,
 }
 
@@ -57,6 +60,7 @@ pub struct Running {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    monitor: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -70,11 +74,18 @@ impl Running {
         &self.shared.broker
     }
 
+    /// Changes the memory high watermark at run time (0 disables the alarm) and
+    /// re-evaluates it at once, like `rabbitmqctl set_vm_memory_high_watermark`.
+    pub fn set_memory_high_watermark_bytes(&self, bytes: u64) {
+        self.shared.alarms.set_watermark_bytes(bytes);
+    }
+
     /// Stops accepting, closes every connection with 320 CONNECTION_FORCED and waits for
     /// the connection tasks to finish (at most a few seconds).
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        self.monitor.abort();
     }
 }
 
@@ -89,9 +100,15 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     }
     let listener = TcpListener::bind(config.listen).await?;
     let local_addr = listener.local_addr()?;
+    let alarms = alarm::Alarms::new(config.resources.watermark_bytes());
+    let monitor = tokio::spawn(alarm::monitor(
+        alarms.clone(),
+        Duration::from_millis(config.resources.check_interval_ms),
+    ));
     let shared = Arc::new(Shared {
         broker,
         config: Arc::new(config),
+        alarms,
         next_id: AtomicU64::new(0),
     });
     let (tx, rx) = watch::channel(false);
@@ -102,6 +119,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         shared,
         shutdown: tx,
         task,
+        monitor,
     })
 }
 
