@@ -1,1 +1,13 @@
+//! Integration tests: a real broker on `127.0.0.1:0` with a temporary data directory,
+//! driven over TCP by `lapin` and by a raw-bytes client (`util::RawClient`).
+//!
+//! Every expectation is RabbitMQ's behaviour (3.10, see `conformance/README.md`). Tests
+//! never sleep for a fixed time: they wait on conditions with timeouts (`util::eventually`).
 
+mod acks;
+mod confirms_tx;
+mod errors;
+mod lifecycle;
+mod publish_consume;
+mod raw_protocol;
+mod util;

@@ -28,21 +28,8 @@ pub enum Error {
         queue: String,
     },
     /// A redeclaration that differs from the existing entity.
-    #[error("inequivalent arg '{arg}' for {kind} '{name}' in vhost '{vhost}': received {received} but current is {current}")]
-    Inequivalent {
-        /// "queue" or "exchange".
-        kind: &'static str,
-        /// Entity name.
-        name: String,
-        /// Vhost name.
-        vhost: String,
-        /// The argument that differs.
-        arg: String,
-        /// What the client sent, formatted as RabbitMQ does.
-        received: String,
-        /// What the entity has.
-        current: String,
-    },
+    #[error("{0}")]
+    Inequivalent(Box<Inequivalent>),
     /// `amq.` names are reserved.
     #[error("{kind} name '{name}' contains reserved prefix 'amq.*'")]
     ReservedName {
@@ -99,21 +86,25 @@ pub enum Error {
         /// Exchange name.
         exchange: String,
     },
-    /// A queue or exchange argument with a wrong type or value.
-    #[error("invalid arg '{arg}' for {kind} '{name}' in vhost '{vhost}': {reason}")]
-    InvalidArg {
-        /// "queue" or "exchange".
-        kind: &'static str,
-        /// Entity name.
-        name: String,
-        /// Vhost name.
-        vhost: String,
-        /// Argument name.
-        arg: String,
-        /// Why it is refused.
-        reason: String,
-    },
     /// A binding whose arguments the exchange type refuses.
     #[error("{0}")]
     BindingInvalid(String),
+}
+
+/// Details of an inequivalent redeclaration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("inequivalent arg '{arg}' for {kind} '{name}' in vhost '{vhost}': received {received} but current is {current}")]
+pub struct Inequivalent {
+    /// "queue" or "exchange".
+    pub kind: &'static str,
+    /// Entity name.
+    pub name: String,
+    /// Vhost name.
+    pub vhost: String,
+    /// The argument that differs.
+    pub arg: String,
+    /// What the client sent, formatted as RabbitMQ does.
+    pub received: String,
+    /// What the entity has.
+    pub current: String,
 }

@@ -15,6 +15,7 @@ use crate::args::{first_difference, EXCHANGE_EQUIVALENCE_KEYS, QUEUE_EQUIVALENCE
 use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeOptions};
 use crate::message::Message;
 use crate::queue::{Queue, Removed};
+use crate::error::Inequivalent;
 use crate::{headers, names, topic, ConnectionId, Error};
 
 /// What `queue.declare` asks for.
@@ -128,13 +129,15 @@ impl VHost {
             .ok_or_else(|| Error::UnknownExchangeType(o.kind.clone()))?;
         let mut t = self.write();
         if let Some(x) = t.exchanges.get(&o.name) {
-            let inequivalent = |arg: &str, received: String, current: String| Error::Inequivalent {
-                kind: "exchange",
-                name: o.name.clone(),
-                vhost: self.name.clone(),
-                arg: arg.to_string(),
-                received,
-                current,
+            let inequivalent = |arg: &str, received: String, current: String| {
+                Error::Inequivalent(Box::new(Inequivalent {
+                    kind: "exchange",
+                    name: o.name.clone(),
+                    vhost: self.name.clone(),
+                    arg: arg.to_string(),
+                    received,
+                    current,
+                }))
             };
             if x.kind != kind {
                 return Err(inequivalent(
@@ -270,13 +273,15 @@ impl VHost {
                     queue: name,
                 });
             }
-            let inequivalent = |arg: &str, received: String, current: String| Error::Inequivalent {
-                kind: "queue",
-                name: name.clone(),
-                vhost: self.name.clone(),
-                arg: arg.to_string(),
-                received,
-                current,
+            let inequivalent = |arg: &str, received: String, current: String| {
+                Error::Inequivalent(Box::new(Inequivalent {
+                    kind: "queue",
+                    name: name.clone(),
+                    vhost: self.name.clone(),
+                    arg: arg.to_string(),
+                    received,
+                    current,
+                }))
             };
             for (arg, r, c) in [
                 ("durable", durable, q.durable),

@@ -172,10 +172,11 @@ async fn run(
         closing_since: None,
         done: false,
         has_published: false,
+        heartbeat: session.heartbeat,
     };
     let alarm = shared.alarms.subscribe();
     let reason = conn
-        .main_loop(rd, rbuf, inbox, wtx, shutdown, alarm, session.heartbeat)
+        .main_loop(rd, rbuf, inbox, wtx, shutdown, alarm)
         .await;
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     info!(%reason, "connection closed");
@@ -395,6 +396,8 @@ struct Connection {
     /// Whether the client has published: only publishing connections are blocked by a
     /// resource alarm.
     has_published: bool,
+    /// Negotiated heartbeat interval in seconds (0 = none).
+    heartbeat: u16,
 }
 
 impl Connection {
@@ -406,8 +409,8 @@ impl Connection {
         wtx: mpsc::Sender<Bytes>,
         mut shutdown: watch::Receiver<bool>,
         mut alarm: watch::Receiver<bool>,
-        heartbeat: u16,
     ) -> String {
+        let heartbeat = self.heartbeat;
         let mut blocked_notified = false;
         let hb = Duration::from_secs(u64::from(heartbeat));
         let tick_every = if heartbeat == 0 {

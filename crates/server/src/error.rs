@@ -8,10 +8,9 @@ pub fn amqp(err: Error) -> AmqpError {
     let code = match &err {
         Error::QueueNotFound { .. } | Error::ExchangeNotFound { .. } => ReplyCode::NotFound,
         Error::ExclusiveLocked { .. } => ReplyCode::ResourceLocked,
-        Error::Inequivalent { .. }
+        Error::Inequivalent(_)
         | Error::InUse { .. }
         | Error::NotEmpty { .. }
-        | Error::InvalidArg { .. }
         | Error::BindingInvalid(_) => ReplyCode::PreconditionFailed,
         Error::ReservedName { .. }
         | Error::DefaultExchange
