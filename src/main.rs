@@ -68,17 +68,11 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
-            eprintln!(
-                "warren: cannot create data directory {}: {e}",
-                config.data_dir.display()
-            );
-            return ExitCode::FAILURE;
-        }
         let server = match warren_server::start(config).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("warren: cannot start the listener: {e}");
+                tracing::error!(error = %e, "cannot start");
+                eprintln!("warren: {e}");
                 return ExitCode::FAILURE;
             }
         };

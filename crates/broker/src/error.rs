@@ -86,6 +86,9 @@ pub enum Error {
         /// Exchange name.
         exchange: String,
     },
+    /// The data directory could not be written.
+    #[error("cannot write to the data directory: {0}")]
+    Storage(String),
     /// A binding whose arguments the exchange type refuses.
     #[error("{0}")]
     BindingInvalid(String),

@@ -195,6 +195,15 @@ impl Exchange {
         removed
     }
 
+    /// Every binding: (binding key, destination, arguments).
+    pub fn bindings(&self) -> impl Iterator<Item = (&str, &Destination, &FieldTable)> {
+        self.by_key.iter().flat_map(|(k, e)| {
+            e.bindings
+                .iter()
+                .map(move |b| (k.as_str(), &b.destination, &b.arguments))
+        })
+    }
+
     /// Whether any binding leads to `destination`.
     pub fn has_destination(&self, destination: &Destination) -> bool {
         self.by_key

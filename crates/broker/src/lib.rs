@@ -16,7 +16,7 @@
 //! vhost.declare_queue(opts, 1).unwrap();
 //! let msg = Arc::new(Message::new("", "q", bytes::Bytes::new(), bytes::Bytes::from("hi")));
 //! let queues = vhost.route("", "q", &msg).unwrap();
-//! for q in &queues { q.publish(msg.clone()); }
+//! for q in &queues { q.publish(msg.clone()).unwrap(); }
 //! assert_eq!(vhost.queue("q", 1).unwrap().message_count(), 1);
 //! ```
 
@@ -28,6 +28,7 @@ pub mod headers;
 pub mod message;
 pub mod names;
 pub mod queue;
+pub mod storage;
 pub mod store;
 pub mod topic;
 pub mod vhost;
@@ -40,6 +41,7 @@ pub use error::Error;
 pub use exchange::{ExchangeKind, ExchangeOptions};
 pub use message::{Message, QueuedMessage};
 pub use queue::{Consumer, Delivery, DeliverySink, Queue};
+pub use storage::{Storage, StorageConfig, StorageError};
 pub use vhost::{QueueOptions, VHost};
 
 /// Identifies a client connection (for exclusive queues and consumers).
@@ -49,6 +51,7 @@ pub type ConnectionId = u64;
 #[derive(Debug)]
 pub struct Broker {
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
+    storage: Option<Arc<Storage>>,
 }
 
 impl Default for Broker {
@@ -58,13 +61,48 @@ impl Default for Broker {
 }
 
 impl Broker {
-    /// A broker with the default vhost `/`.
+    /// An in-memory broker with the default vhost `/`.
     pub fn new() -> Self {
         let b = Broker {
             vhosts: RwLock::new(HashMap::new()),
+            storage: None,
         };
         b.add_vhost("/");
         b
+    }
+
+    /// A broker over a data directory: durable exchanges, queues (with their persistent
+    /// messages) and bindings are recovered from it.
+    ///
+    /// # Errors
+    /// Unreadable definitions or queue stores.
+    pub fn with_storage(storage: Arc<Storage>) -> Result<Self, StorageError> {
+        let b = Broker {
+            vhosts: RwLock::new(HashMap::new()),
+            storage: Some(storage.clone()),
+        };
+        let started = std::time::Instant::now();
+        let mut queues = 0;
+        let mut messages = 0u64;
+        for defs in storage.load()? {
+            let v = b.add_vhost(&defs.vhost);
+            let (q, m) = v.restore(&defs)?;
+            queues += q;
+            messages += m;
+        }
+        b.add_vhost("/");
+        tracing::info!(
+            queues,
+            messages,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "recovered durable state"
+        );
+        Ok(b)
+    }
+
+    /// The data directory, if the broker is durable.
+    pub fn storage(&self) -> Option<&Arc<Storage>> {
+        self.storage.as_ref()
     }
 
     /// Creates a vhost (with the predeclared `amq.*` exchanges) if it does not exist.
@@ -72,7 +110,7 @@ impl Broker {
         let mut vhosts = self.vhosts.write().unwrap_or_else(|e| e.into_inner());
         vhosts
             .entry(name.to_string())
-            .or_insert_with(|| Arc::new(VHost::new(name)))
+            .or_insert_with(|| Arc::new(VHost::with_storage(name, self.storage.clone())))
             .clone()
     }
 

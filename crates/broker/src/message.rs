@@ -120,4 +120,6 @@ pub struct QueuedMessage {
     pub message: Arc<Message>,
     /// Whether it has been delivered before.
     pub redelivered: bool,
+    /// Its record on disk, if persisted.
+    pub loc: Option<crate::store::DiskLoc>,
 }

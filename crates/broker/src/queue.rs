@@ -16,7 +16,7 @@ use amq_protocol::types::FieldTable;
 
 use crate::credit::Credit;
 use crate::message::{Message, QueuedMessage};
-use crate::store::{MemoryStore, QueueStore};
+use crate::store::{MemoryStore, QueueStore, Settled};
 use crate::ConnectionId;
 
 /// One message handed to a consumer.
@@ -125,6 +125,28 @@ impl Queue {
         auto_delete: bool,
         arguments: FieldTable,
     ) -> Self {
+        Self::with_store(
+            vhost,
+            name,
+            durable,
+            exclusive_owner,
+            auto_delete,
+            arguments,
+            Box::new(MemoryStore::default()),
+        )
+    }
+
+    /// A queue over the given store (which may hold recovered messages).
+    pub fn with_store(
+        vhost: &str,
+        name: &str,
+        durable: bool,
+        exclusive_owner: Option<ConnectionId>,
+        auto_delete: bool,
+        arguments: FieldTable,
+        store: Box<dyn QueueStore>,
+    ) -> Self {
+        let next_seq = store.next_seq();
         Queue {
             name: name.to_string(),
             vhost: vhost.to_string(),
@@ -134,8 +156,8 @@ impl Queue {
             arguments,
             deleted: AtomicBool::new(false),
             state: Mutex::new(State {
-                store: Box::new(MemoryStore::default()),
-                next_seq: 0,
+                store,
+                next_seq,
                 unacked: 0,
                 consumers: Vec::new(),
                 next_consumer: 0,
@@ -154,17 +176,27 @@ impl Queue {
         self.deleted.load(Ordering::Acquire)
     }
 
-    /// Adds a message and delivers what can be delivered.
-    pub fn publish(self: &Arc<Self>, message: Arc<Message>) {
+    /// Adds a message and delivers what can be delivered. Returns the file to sync
+    /// before confirming the publish, if the message was written to disk.
+    ///
+    /// # Errors
+    /// Writing a persistent message failed; the message is still queued (in memory), but
+    /// must not be confirmed.
+    pub fn publish(
+        self: &Arc<Self>,
+        message: Arc<Message>,
+    ) -> std::io::Result<Option<Arc<std::fs::File>>> {
         let mut st = self.lock();
         let seq = st.next_seq;
         st.next_seq += 1;
-        st.store.push(QueuedMessage {
+        let r = st.store.push(QueuedMessage {
             seq,
             message,
             redelivered: false,
+            loc: None,
         });
         self.dispatch_locked(&mut st);
+        r
     }
 
     /// Delivers ready messages to consumers with credit, round-robin.
@@ -205,12 +237,14 @@ impl Queue {
             };
             let sink = c.sink.clone();
             if delivery.no_ack {
-                st.store.settle(&[delivery.message.seq]);
+                st.store.settle(&[Settled::from(&delivery.message)]);
             } else {
                 st.unacked += 1;
+                st.store.delivered(&delivery.message);
             }
             sink.deliver(delivery);
         }
+        st.store.flush();
     }
 
     /// `basic.get`: takes the head message. Returns it with the number of messages left.
@@ -218,18 +252,22 @@ impl Queue {
         let mut st = self.lock();
         let m = st.store.pop()?;
         if no_ack {
-            st.store.settle(&[m.seq]);
+            st.store.settle(&[Settled::from(&m)]);
         } else {
             st.unacked += 1;
+            st.store.delivered(&m);
+            st.store.flush();
         }
         Some((m, st.store.len() as u32))
     }
 
     /// Settles delivered messages (ack, or reject without requeue).
-    pub fn settle(&self, seqs: &[u64]) {
+    pub fn settle(&self, messages: &[Settled]) {
         let mut st = self.lock();
-        st.unacked = st.unacked.saturating_sub(seqs.len());
-        st.store.settle(seqs);
+        st.unacked = st.unacked.saturating_sub(messages.len());
+        if !self.is_deleted() {
+            st.store.settle(messages);
+        }
     }
 
     /// Puts delivered messages back, marked redelivered, and delivers again.
@@ -315,7 +353,8 @@ impl Queue {
         self.deleted.store(true, Ordering::Release);
         let (count, consumers) = {
             let mut st = self.lock();
-            let count = st.store.purge() as u32;
+            let count = st.store.len() as u32;
+            st.store.destroy();
             (count, std::mem::take(&mut st.consumers))
         };
         for c in consumers {
@@ -393,7 +432,7 @@ mod tests {
         q.add_consumer(a.clone()).unwrap();
         q.add_consumer(b).unwrap();
         for _ in 0..5 {
-            q.publish(msg());
+            q.publish(msg()).unwrap();
         }
         let got = sink.got.lock().unwrap().clone();
         let tags: Vec<&str> = got.iter().map(|(t, _, _)| &**t).collect();
@@ -402,7 +441,7 @@ mod tests {
         assert_eq!(q.unacked_count(), 4);
         // Settling one of a's messages lets the fifth go to a.
         a.credit.give(1);
-        q.settle(&[0]);
+        q.settle(&[Settled { seq: 0, loc: None }]);
         q.dispatch();
         assert_eq!(sink.got.lock().unwrap().len(), 5);
         assert_eq!(q.message_count(), 0);
@@ -412,7 +451,7 @@ mod tests {
     fn requeue_redelivers_in_original_order() {
         let q = queue();
         for _ in 0..3 {
-            q.publish(msg());
+            q.publish(msg()).unwrap();
         }
         let (m0, left) = q.get(false).unwrap();
         assert_eq!(left, 2);
@@ -449,7 +488,7 @@ mod tests {
         let sink = Arc::new(Recorder::default());
         sink.paused.store(true, Ordering::Relaxed);
         q.add_consumer(consumer("a", 0, sink.clone())).unwrap();
-        q.publish(msg());
+        q.publish(msg()).unwrap();
         assert!(sink.got.lock().unwrap().is_empty());
         sink.paused.store(false, Ordering::Relaxed);
         q.dispatch();
@@ -474,8 +513,8 @@ mod tests {
         assert_eq!(q.remove_consumer(1, 1, "b"), Removed::AutoDelete);
         let q = queue();
         q.add_consumer(consumer("c", 0, sink.clone())).unwrap();
-        q.publish(msg());
-        q.publish(msg());
+        q.publish(msg()).unwrap();
+        q.publish(msg()).unwrap();
         // c has unlimited credit: both delivered, none ready.
         assert_eq!(q.delete(), 0);
         assert_eq!(&*sink.cancelled.lock().unwrap()[0], "c");

@@ -7,15 +7,19 @@
 //! except to read counts.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use amq_protocol::types::FieldTable;
 
 use crate::args::{first_difference, EXCHANGE_EQUIVALENCE_KEYS, QUEUE_EQUIVALENCE_KEYS};
+use crate::error::Inequivalent;
 use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeOptions};
 use crate::message::Message;
 use crate::queue::{Queue, Removed};
-use crate::error::Inequivalent;
+use crate::storage::{
+    table_from_hex, table_to_hex, BindingDef, Definitions, ExchangeDef, QueueDef, Storage,
+    StorageError,
+};
 use crate::{headers, names, topic, ConnectionId, Error};
 
 /// What `queue.declare` asks for.
@@ -47,6 +51,11 @@ pub struct VHost {
     /// Its name.
     pub name: String,
     topology: RwLock<Topology>,
+    /// The data directory, for durable entities.
+    storage: Option<Arc<Storage>>,
+    /// Serialises definition writes so a newer snapshot is never overwritten by an
+    /// older one.
+    save_lock: Mutex<()>,
 }
 
 /// The exchanges every vhost starts with.
@@ -60,8 +69,13 @@ pub const PREDECLARED: &[(&str, ExchangeKind)] = &[
 ];
 
 impl VHost {
-    /// A vhost with the predeclared exchanges.
+    /// An in-memory vhost with the predeclared exchanges.
     pub fn new(name: &str) -> Self {
+        Self::with_storage(name, None)
+    }
+
+    /// A vhost whose durable entities are kept in `storage`.
+    pub fn with_storage(name: &str, storage: Option<Arc<Storage>>) -> Self {
         let mut t = Topology::default();
         for (x, kind) in PREDECLARED {
             t.exchanges.insert(
@@ -72,7 +86,145 @@ impl VHost {
         VHost {
             name: name.to_string(),
             topology: RwLock::new(t),
+            storage,
+            save_lock: Mutex::new(()),
         }
+    }
+
+    /// Writes the durable definitions. Must not be called with the topology lock held.
+    fn persist(&self) -> Result<(), Error> {
+        let Some(storage) = &self.storage else {
+            return Ok(());
+        };
+        let _order = self.save_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let defs = self.snapshot();
+        storage.save(&defs).map_err(|e| {
+            tracing::error!(vhost = %self.name, error = %e, "cannot write definitions");
+            Error::Storage(e.to_string())
+        })
+    }
+
+    /// The durable exchanges, queues and bindings.
+    pub fn snapshot(&self) -> Definitions {
+        let t = self.read();
+        let predeclared = |n: &str| PREDECLARED.iter().any(|(p, _)| *p == n);
+        let mut defs = Definitions {
+            vhost: self.name.clone(),
+            ..Definitions::default()
+        };
+        for x in t.exchanges.values() {
+            if x.durable && !predeclared(&x.name) {
+                defs.exchanges.push(ExchangeDef {
+                    name: x.name.clone(),
+                    kind: x.kind.as_str().to_string(),
+                    auto_delete: x.auto_delete,
+                    internal: x.internal,
+                    arguments: table_to_hex(&x.arguments),
+                });
+            }
+        }
+        for q in t.queues.values() {
+            if q.durable {
+                defs.queues.push(QueueDef {
+                    name: q.name.clone(),
+                    auto_delete: q.auto_delete,
+                    arguments: table_to_hex(&q.arguments),
+                });
+            }
+        }
+        for x in t.exchanges.values() {
+            if !x.durable || x.name.is_empty() {
+                continue;
+            }
+            for (key, dest, args) in x.bindings() {
+                let (name, is_x, durable) = match dest {
+                    Destination::Queue(n) => (n, false, t.queues.get(n).is_some_and(|q| q.durable)),
+                    Destination::Exchange(n) => {
+                        (n, true, t.exchanges.get(n).is_some_and(|d| d.durable))
+                    }
+                };
+                if durable {
+                    defs.bindings.push(BindingDef {
+                        source: x.name.clone(),
+                        destination: name.clone(),
+                        destination_is_exchange: is_x,
+                        routing_key: key.to_string(),
+                        arguments: table_to_hex(args),
+                    });
+                }
+            }
+        }
+        defs.exchanges.sort_by(|a, b| a.name.cmp(&b.name));
+        defs.queues.sort_by(|a, b| a.name.cmp(&b.name));
+        defs
+    }
+
+    /// Rebuilds durable entities from `defs` at start, recovering each queue's messages.
+    /// Returns (queues, ready messages).
+    ///
+    /// # Errors
+    /// A queue store or the definitions cannot be read.
+    pub fn restore(&self, defs: &Definitions) -> Result<(usize, u64), StorageError> {
+        let Some(storage) = self.storage.clone() else {
+            return Ok((0, 0));
+        };
+        let corrupt = |what: &str| StorageError::Corrupt {
+            path: std::path::PathBuf::from(format!("definitions of vhost '{}'", self.name)),
+            reason: format!("bad arguments of {what}"),
+        };
+        let mut t = self.write();
+        for x in &defs.exchanges {
+            let Some(kind) = ExchangeKind::parse(&x.kind) else {
+                tracing::warn!(exchange = %x.name, kind = %x.kind, "skipping exchange of unknown type");
+                continue;
+            };
+            let args = table_from_hex(&x.arguments).ok_or_else(|| corrupt(&x.name))?;
+            t.exchanges.insert(
+                x.name.clone(),
+                Exchange::new(&x.name, kind, true, x.auto_delete, x.internal, args),
+            );
+        }
+        let mut messages = 0u64;
+        for q in &defs.queues {
+            let args = table_from_hex(&q.arguments).ok_or_else(|| corrupt(&q.name))?;
+            let store =
+                storage
+                    .queue_store(&self.name, &q.name)
+                    .map_err(|source| StorageError::Io {
+                        path: std::path::PathBuf::from(format!("queue '{}'", q.name)),
+                        source,
+                    })?;
+            use crate::store::QueueStore;
+            messages += store.len() as u64;
+            t.queues.insert(
+                q.name.clone(),
+                Arc::new(Queue::with_store(
+                    &self.name,
+                    &q.name,
+                    true,
+                    None,
+                    q.auto_delete,
+                    args,
+                    Box::new(store),
+                )),
+            );
+        }
+        for b in &defs.bindings {
+            let args = table_from_hex(&b.arguments).ok_or_else(|| corrupt(&b.source))?;
+            let dest = if b.destination_is_exchange {
+                Destination::Exchange(b.destination.clone())
+            } else {
+                Destination::Queue(b.destination.clone())
+            };
+            let exists = match &dest {
+                Destination::Queue(n) => t.queues.contains_key(n),
+                Destination::Exchange(n) => t.exchanges.contains_key(n),
+            };
+            if let (true, Some(x)) = (exists, t.exchanges.get_mut(&b.source)) {
+                x.bind(dest, &b.routing_key, args);
+            }
+        }
+        Ok((defs.queues.len(), messages))
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Topology> {
@@ -207,8 +359,13 @@ impl VHost {
                 vhost: self.name.clone(),
             });
         }
+        let durable = x.durable;
         t.exchanges.remove(name);
-        Self::remove_destination(&mut t, &Destination::Exchange(name.to_string()));
+        let removed = Self::remove_destination(&mut t, &Destination::Exchange(name.to_string()));
+        drop(t);
+        if durable || removed > 0 {
+            self.persist()?;
+        }
         Ok(())
     }
 
@@ -218,17 +375,20 @@ impl VHost {
     }
 
     /// Removes all bindings to `dest` and deletes auto-delete exchanges left unbound.
-    fn remove_destination(t: &mut Topology, dest: &Destination) {
+    /// Returns how many exchanges were deleted.
+    fn remove_destination(t: &mut Topology, dest: &Destination) -> usize {
         let mut emptied = Vec::new();
         for x in t.exchanges.values_mut() {
             if x.remove_destination(dest) > 0 && x.auto_delete && x.binding_count() == 0 {
                 emptied.push(x.name.clone());
             }
         }
+        let mut removed = emptied.len();
         for name in emptied {
             t.exchanges.remove(&name);
-            Self::remove_destination(t, &Destination::Exchange(name));
+            removed += Self::remove_destination(t, &Destination::Exchange(name));
         }
+        removed
     }
 
     // ----- queues -----
@@ -299,15 +459,36 @@ impl VHost {
             let (m, c) = (q.message_count(), q.consumer_count());
             return Ok((q, m, c));
         }
-        let q = Arc::new(Queue::new(
-            &self.name,
-            &name,
-            durable,
-            owner,
-            o.auto_delete,
-            o.arguments,
-        ));
+        let q = match (&self.storage, durable) {
+            (Some(storage), true) => {
+                let store = storage.fresh_queue_store(&self.name, &name).map_err(|e| {
+                    tracing::error!(queue = %name, error = %e, "cannot create queue store");
+                    Error::Storage(e.to_string())
+                })?;
+                Arc::new(Queue::with_store(
+                    &self.name,
+                    &name,
+                    durable,
+                    owner,
+                    o.auto_delete,
+                    o.arguments,
+                    Box::new(store),
+                ))
+            }
+            _ => Arc::new(Queue::new(
+                &self.name,
+                &name,
+                durable,
+                owner,
+                o.auto_delete,
+                o.arguments,
+            )),
+        };
         t.queues.insert(name, q.clone());
+        drop(t);
+        if durable {
+            self.persist()?;
+        }
         Ok((q, 0, 0))
     }
 
@@ -360,7 +541,7 @@ impl VHost {
 
     /// Removes a queue and its bindings, cancels its consumers. Returns its message count.
     pub fn remove_queue(&self, q: &Arc<Queue>) -> u32 {
-        {
+        let removed = {
             let mut t = self.write();
             match t.queues.get(&q.name) {
                 Some(current) if Arc::ptr_eq(current, q) => {
@@ -368,7 +549,11 @@ impl VHost {
                 }
                 _ => return 0,
             }
-            Self::remove_destination(&mut t, &Destination::Queue(q.name.clone()));
+            Self::remove_destination(&mut t, &Destination::Queue(q.name.clone()))
+        };
+        if q.durable || removed > 0 {
+            // The queue is gone either way; a failed write is logged by persist.
+            let _ = self.persist();
         }
         tracing::info!(vhost = %self.name, queue = %q.name, "queue deleted");
         q.delete()
@@ -448,7 +633,12 @@ impl VHost {
             .get_mut(exchange)
             .ok_or_else(|| self.exchange_not_found(exchange))?;
         self.check_binding_args(x, args)?;
-        x.bind(Destination::Queue(queue.to_string()), key, args.clone());
+        let added = x.bind(Destination::Queue(queue.to_string()), key, args.clone());
+        let durable = x.durable && q.durable;
+        drop(t);
+        if added && durable {
+            self.persist()?;
+        }
         Ok(())
     }
 
@@ -467,19 +657,23 @@ impl VHost {
         if exchange.is_empty() {
             return Err(Error::DefaultExchange);
         }
-        self.queue(queue, connection)?;
+        let q = self.queue(queue, connection)?;
         let mut t = self.write();
         let x = t
             .exchanges
             .get_mut(exchange)
             .ok_or_else(|| self.exchange_not_found(exchange))?;
-        if x.unbind(&Destination::Queue(queue.to_string()), key, args)
-            && x.auto_delete
-            && x.binding_count() == 0
-        {
+        let removed = x.unbind(&Destination::Queue(queue.to_string()), key, args);
+        let durable = removed && x.durable && q.durable;
+        let mut deleted = 0;
+        if removed && x.auto_delete && x.binding_count() == 0 {
             let name = x.name.clone();
             t.exchanges.remove(&name);
-            Self::remove_destination(&mut t, &Destination::Exchange(name));
+            deleted = 1 + Self::remove_destination(&mut t, &Destination::Exchange(name));
+        }
+        drop(t);
+        if durable || deleted > 0 {
+            self.persist()?;
         }
         Ok(())
     }
@@ -537,13 +731,17 @@ impl VHost {
             .exchanges
             .get_mut(source)
             .ok_or_else(|| self.exchange_not_found(source))?;
-        if x.unbind(&Destination::Exchange(destination.to_string()), key, args)
-            && x.auto_delete
-            && x.binding_count() == 0
-        {
+        let removed = x.unbind(&Destination::Exchange(destination.to_string()), key, args);
+        let mut changed = removed && x.durable;
+        if removed && x.auto_delete && x.binding_count() == 0 {
             let name = x.name.clone();
             t.exchanges.remove(&name);
             Self::remove_destination(&mut t, &Destination::Exchange(name));
+            changed = true;
+        }
+        drop(t);
+        if changed {
+            self.persist()?;
         }
         Ok(())
     }

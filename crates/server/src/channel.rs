@@ -8,10 +8,12 @@
 //! through the connection's inbox).
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use warren_broker::message::decode_properties;
+use warren_broker::store::{Persister, Settled};
 use warren_broker::{
     Consumer, Credit, Delivery, ExchangeOptions, Message, Queue, QueueOptions, QueuedMessage, VHost,
 };
@@ -20,7 +22,7 @@ use warren_codec::types::ShortString;
 use warren_codec::{encode, AmqpError, Command, ContentAssembler};
 
 use crate::error::amqp;
-use crate::sink::ConnSink;
+use crate::sink::{ConnEvent, ConnSink};
 
 /// What a channel needs from its connection.
 #[derive(Debug)]
@@ -37,6 +39,8 @@ pub struct Ctx {
     pub frame_max: u32,
     /// Largest accepted message.
     pub max_message_bytes: u64,
+    /// The group-commit thread, when the broker has a data directory.
+    pub persister: Option<Persister>,
 }
 
 /// A delivered message awaiting ack.
@@ -73,17 +77,33 @@ enum Settle {
 struct Tx {
     publishes: Vec<PendingPublish>,
     settles: Vec<(Settle, Vec<(u64, Unacked)>)>,
+    /// Commits whose commit-ok waits for the persister.
+    outstanding: usize,
+}
+
+/// Publisher-confirm bookkeeping. Confirms leave in sequence order: a batch whose
+/// messages were written to disk waits for the persister's group commit, and so does
+/// every later batch until it completes.
+#[derive(Debug, Default)]
+struct Confirms {
+    /// Sequence number of the last publish.
+    last_seq: u64,
+    /// Highest sequence number confirmed (acked or nacked) to the client.
+    confirmed: u64,
+    /// Highest sequence number handed to the persister or confirmed.
+    requested: u64,
+    /// Sync requests in flight.
+    outstanding: usize,
+    /// Files written since the last request.
+    files: Vec<Arc<File>>,
+    /// Publishes whose disk write failed: nacked instead of acked.
+    failed: Vec<u64>,
 }
 
 #[derive(Debug)]
 enum Mode {
     Plain,
-    Confirm {
-        /// Sequence number of the last publish.
-        last_seq: u64,
-        /// Highest sequence number already acked to the client.
-        acked: u64,
-    },
+    Confirm(Confirms),
     Tx(Tx),
 }
 
@@ -385,13 +405,8 @@ impl Channel {
                             "cannot switch from tx to confirm mode",
                         ))
                     }
-                    Mode::Plain => {
-                        self.mode = Mode::Confirm {
-                            last_seq: 0,
-                            acked: 0,
-                        }
-                    }
-                    Mode::Confirm { .. } => {}
+                    Mode::Plain => self.mode = Mode::Confirm(Confirms::default()),
+                    Mode::Confirm(_) => {}
                 }
                 if !s.nowait {
                     method_frame(
@@ -647,8 +662,8 @@ impl Channel {
         for (q, msgs) in &mut groups {
             match how {
                 Settle::Ack | Settle::Drop => {
-                    let seqs: Vec<u64> = msgs.iter().map(|m| m.seq).collect();
-                    q.settle(&seqs);
+                    let settled: Vec<Settled> = msgs.iter().map(Settled::from).collect();
+                    q.settle(&settled);
                     q.dispatch();
                 }
                 Settle::Requeue => q.requeue(std::mem::take(msgs), true),
@@ -722,20 +737,34 @@ impl Channel {
                 tx.publishes.push(pending);
                 Ok(())
             }
-            Mode::Confirm { last_seq, .. } => {
-                *last_seq += 1;
-                self.route_and_store(ctx, out, pending)
+            Mode::Confirm(c) => {
+                c.last_seq += 1;
+                let seq = c.last_seq;
+                let mut files = std::mem::take(&mut c.files);
+                let stored = self.route_and_store(ctx, out, pending, &mut files);
+                if let Mode::Confirm(c) = &mut self.mode {
+                    c.files = files;
+                    if !stored? {
+                        c.failed.push(seq);
+                    }
+                }
+                Ok(())
             }
-            Mode::Plain => self.route_and_store(ctx, out, pending),
+            Mode::Plain => self
+                .route_and_store(ctx, out, pending, &mut Vec::new())
+                .map(|_| ()),
         }
     }
 
+    /// Routes and enqueues a message. Files written for it are added to `files` (to be
+    /// synced before it is confirmed). Returns false if a disk write failed.
     fn route_and_store(
         &mut self,
         ctx: &Ctx,
         out: &mut BytesMut,
         p: PendingPublish,
-    ) -> Result<(), AmqpError> {
+        files: &mut Vec<Arc<File>>,
+    ) -> Result<bool, AmqpError> {
         let queues = ctx
             .vhost
             .route(&p.exchange, &p.routing_key, &p.message)
@@ -751,7 +780,7 @@ impl Channel {
                     ctx.frame_max,
                 );
             }
-            return Ok(());
+            return Ok(true);
         }
         // Sender-selected distribution: BCC routes but must not reach consumers.
         let message = if p.message.has_bcc() {
@@ -759,28 +788,106 @@ impl Channel {
         } else {
             p.message
         };
+        let mut ok = true;
         for q in &queues {
-            q.publish(message.clone());
+            match q.publish(message.clone()) {
+                Ok(Some(f)) => {
+                    if !files.iter().any(|g| Arc::ptr_eq(g, &f)) {
+                        files.push(f);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(queue = %q.name, error = %e, "cannot write a persistent message");
+                    ok = false;
+                }
+            }
         }
-        Ok(())
+        Ok(ok)
     }
 
-    /// Sends the publisher confirms owed, coalesced with `multiple`. Called once per batch
-    /// of frames so a burst of publishes costs one ack.
-    pub fn flush_confirms(&mut self, out: &mut BytesMut) {
-        if let Mode::Confirm { last_seq, acked } = &mut self.mode {
-            if *last_seq > *acked {
-                let multiple = *last_seq > *acked + 1;
-                method_frame(
-                    out,
-                    self.id,
-                    AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-                        delivery_tag: *last_seq,
-                        multiple,
-                    })),
-                );
-                *acked = *last_seq;
+    /// Sends the publisher confirms owed, coalesced with `multiple`, or hands them to the
+    /// persister when messages were written to disk. Called once per batch of frames so
+    /// a burst of publishes costs one ack and one group commit.
+    pub fn flush_confirms(&mut self, ctx: &Ctx, out: &mut BytesMut) {
+        let id = self.id;
+        let Mode::Confirm(c) = &mut self.mode else {
+            return;
+        };
+        if c.last_seq == c.requested {
+            return;
+        }
+        let upto = c.last_seq;
+        c.requested = upto;
+        match &ctx.persister {
+            Some(p) if !c.files.is_empty() || c.outstanding > 0 => {
+                c.outstanding += 1;
+                let tx = ctx.sink.event_sender();
+                p.sync(std::mem::take(&mut c.files), move |ok| {
+                    let _ = tx.send(ConnEvent::Synced {
+                        channel: id,
+                        upto,
+                        ok,
+                    });
+                });
             }
+            _ => {
+                c.files.clear();
+                Self::confirm_range(id, c, out, upto, true);
+            }
+        }
+    }
+
+    /// The persister finished a sync this channel asked for.
+    pub fn synced(&mut self, out: &mut BytesMut, upto: u64, ok: bool) {
+        let id = self.id;
+        if let Mode::Confirm(c) = &mut self.mode {
+            c.outstanding = c.outstanding.saturating_sub(1);
+            if !ok {
+                tracing::error!(channel = id, "fsync failed: nacking publishes");
+            }
+            Self::confirm_range(id, c, out, upto, ok);
+        }
+    }
+
+    /// A commit's sync finished; returns whether commit-ok should be sent.
+    pub fn committed(&mut self) -> bool {
+        if let Mode::Tx(t) = &mut self.mode {
+            t.outstanding = t.outstanding.saturating_sub(1);
+        }
+        !self.closing
+    }
+
+    /// Acks (or nacks) every publish in `(c.confirmed, upto]`.
+    fn confirm_range(id: u16, c: &mut Confirms, out: &mut BytesMut, upto: u64, ok: bool) {
+        if upto <= c.confirmed {
+            return;
+        }
+        let from = c.confirmed;
+        c.confirmed = upto;
+        let frame = |out: &mut BytesMut, ack: bool, tag: u64, multiple: bool| {
+            let m = if ack {
+                basic::AMQPMethod::Ack(basic::Ack {
+                    delivery_tag: tag,
+                    multiple,
+                })
+            } else {
+                basic::AMQPMethod::Nack(basic::Nack {
+                    delivery_tag: tag,
+                    multiple,
+                    requeue: false,
+                })
+            };
+            method_frame(out, id, AMQPClass::Basic(m));
+        };
+        let failed: Vec<u64> = c.failed.iter().copied().filter(|s| *s <= upto).collect();
+        c.failed.retain(|s| *s > upto);
+        if failed.is_empty() {
+            frame(out, ok, upto, upto > from + 1);
+            return;
+        }
+        for tag in from + 1..=upto {
+            frame(out, ok && !failed.contains(&tag), tag, false);
         }
     }
 
@@ -810,18 +917,44 @@ impl Channel {
                         "channel is not transactional",
                     ));
                 };
-                let txn = std::mem::take(txn);
+                let outstanding = txn.outstanding;
+                let txn = std::mem::replace(
+                    txn,
+                    Tx {
+                        outstanding,
+                        ..Tx::default()
+                    },
+                );
+                let mut files = Vec::new();
+                let mut ok = true;
                 for p in txn.publishes {
-                    self.route_and_store(ctx, out, p)?;
+                    ok &= self.route_and_store(ctx, out, p, &mut files)?;
                 }
                 for (how, taken) in txn.settles {
                     self.apply_settle(how, taken);
                 }
-                method_frame(
-                    out,
-                    ch,
-                    AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})),
-                );
+                if !ok {
+                    return Err(AmqpError::internal_error(
+                        "cannot write a persistent message to disk",
+                    ));
+                }
+                match &ctx.persister {
+                    // commit-ok waits until the transaction's messages are on disk.
+                    Some(p) if !files.is_empty() || outstanding > 0 => {
+                        if let Mode::Tx(t) = &mut self.mode {
+                            t.outstanding += 1;
+                        }
+                        let tx = ctx.sink.event_sender();
+                        p.sync(files, move |ok| {
+                            let _ = tx.send(ConnEvent::Committed { channel: ch, ok });
+                        });
+                    }
+                    _ => method_frame(
+                        out,
+                        ch,
+                        AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})),
+                    ),
+                }
                 Ok(())
             }
             tx::AMQPMethod::Rollback(_) => {
@@ -830,7 +963,14 @@ impl Channel {
                         "channel is not transactional",
                     ));
                 };
-                let txn = std::mem::take(txn);
+                let outstanding = txn.outstanding;
+                let txn = std::mem::replace(
+                    txn,
+                    Tx {
+                        outstanding,
+                        ..Tx::default()
+                    },
+                );
                 // RabbitMQ: acks in a rolled-back transaction leave the messages unacked.
                 for (_, taken) in txn.settles {
                     self.unacked.extend(taken);

@@ -28,6 +28,33 @@ pub struct Config {
     pub vhosts: Vec<String>,
     /// Resource alarms.
     pub resources: Resources,
+    /// Durable storage.
+    pub storage: Storage,
+}
+
+/// Durable storage settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Storage {
+    /// `always`: a persistent message is fsynced before its confirm or commit-ok;
+    /// `never`: it is written to the OS first (survives a crash of Warren, not of the
+    /// machine).
+    pub fsync: warren_broker::store::FsyncPolicy,
+    /// Size at which a queue starts a new segment file.
+    pub segment_bytes: u64,
+    /// Message bodies each durable queue keeps in memory; the rest stays on disk.
+    pub queue_cache_bytes: u64,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        let seg = warren_broker::store::SegmentConfig::default();
+        Storage {
+            fsync: warren_broker::store::FsyncPolicy::Always,
+            segment_bytes: seg.segment_bytes,
+            queue_cache_bytes: seg.cache_bytes,
+        }
+    }
 }
 
 /// Resource alarms (RabbitMQ's `vm_memory_high_watermark`).
@@ -74,6 +101,7 @@ impl Default for Config {
             auth: Auth::default(),
             vhosts: vec!["/".into()],
             resources: Resources::default(),
+            storage: Storage::default(),
         }
     }
 }
@@ -214,6 +242,11 @@ impl Config {
         if self.resources.check_interval_ms == 0 {
             return Err(ConfigError::Invalid(
                 "resources.check_interval_ms must be at least 1".into(),
+            ));
+        }
+        if self.storage.segment_bytes < 4096 {
+            return Err(ConfigError::Invalid(
+                "storage.segment_bytes must be at least 4096".into(),
             ));
         }
         if self.limits.max_connections == 0 {

@@ -163,6 +163,7 @@ async fn run(
             sink,
             frame_max: session.frame_max,
             max_message_bytes: shared.config.limits.max_message_bytes,
+            persister: shared.broker.storage().map(|s| s.persister().clone()),
         },
         caps: session.caps,
         channel_max: session.channel_max,
@@ -175,9 +176,7 @@ async fn run(
         heartbeat: session.heartbeat,
     };
     let alarm = shared.alarms.subscribe();
-    let reason = conn
-        .main_loop(rd, rbuf, inbox, wtx, shutdown, alarm)
-        .await;
+    let reason = conn.main_loop(rd, rbuf, inbox, wtx, shutdown, alarm).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     info!(%reason, "connection closed");
 }
@@ -483,7 +482,7 @@ impl Connection {
                         last_read = Instant::now();
                         self.process_frames(&mut rbuf);
                         for ch in self.channels.values_mut() {
-                            ch.flush_confirms(&mut self.out);
+                            ch.flush_confirms(&self.ctx, &mut self.out);
                         }
                     }
                 },
@@ -669,7 +668,7 @@ impl Connection {
             Err(e) if e.code.is_hard() => Err(e),
             Err(e) => {
                 warn!(channel = ch, code = e.code.code(), text = %e.text, "closing channel on error");
-                channel.flush_confirms(&mut self.out);
+                channel.flush_confirms(&self.ctx, &mut self.out);
                 channel.close(&self.ctx);
                 channel.close_frame(&mut self.out, &e);
                 Ok(())
@@ -747,6 +746,31 @@ impl Connection {
                 match self.channels.get_mut(&d.channel) {
                     Some(ch) => ch.deliver(&self.ctx, &mut self.out, d),
                     None => return_delivery(d),
+                }
+            }
+            ConnEvent::Synced { channel, upto, ok } => {
+                if let Some(ch) = self.channels.get_mut(&channel) {
+                    ch.synced(&mut self.out, upto, ok);
+                }
+            }
+            ConnEvent::Committed { channel, ok } => {
+                if let Some(ch) = self.channels.get_mut(&channel) {
+                    if !ch.committed() {
+                        // The channel closed meanwhile.
+                    } else if ok {
+                        encode::method(
+                            &mut self.out,
+                            channel,
+                            &AMQPClass::Tx(warren_codec::protocol::tx::AMQPMethod::CommitOk(
+                                warren_codec::protocol::tx::CommitOk {},
+                            )),
+                        );
+                    } else {
+                        let e = AmqpError::internal_error("cannot sync a transaction to disk")
+                            .with_method(90, 20);
+                        ch.close(&self.ctx);
+                        ch.close_frame(&mut self.out, &e);
+                    }
                 }
             }
             ConnEvent::Cancelled { channel, tag } => {

@@ -19,6 +19,7 @@ pub fn amqp(err: Error) -> AmqpError {
         | Error::InternalExchange { .. } => ReplyCode::AccessRefused,
         // RabbitMQ 3.10: unknown exchange type is a connection error 503.
         Error::UnknownExchangeType(_) => ReplyCode::CommandInvalid,
+        Error::Storage(_) => ReplyCode::InternalError,
     };
     AmqpError::new(code, err)
 }

@@ -5,7 +5,7 @@
 //! A broker can be started in-process, which is how the integration tests run it:
 //!
 //! ```no_run
-//! # async fn demo() -> std::io::Result<()> {
+//! # async fn demo() -> Result<(), warren_server::StartError> {
 //! let mut config = warren_server::Config::default();
 //! config.listen = "127.0.0.1:0".parse().unwrap();
 //! let broker = warren_server::start(config).await?;
@@ -31,7 +31,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
-use warren_broker::Broker;
+use warren_broker::store::SegmentConfig;
+use warren_broker::{Broker, Storage, StorageConfig};
 
 pub use config::Config;
 
@@ -89,17 +90,49 @@ impl Running {
     }
 }
 
-/// Binds the listener and starts serving.
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory cannot be used.
+    #[error(transparent)]
+    Storage(#[from] warren_broker::StorageError),
+    /// The listener cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Opens the data directory (recovering durable state), binds the listener and starts
+/// serving.
 ///
 /// # Errors
-/// The listener address cannot be bound.
-pub async fn start(config: Config) -> std::io::Result<Running> {
-    let broker = Arc::new(Broker::new());
+/// The data directory is unusable (locked by another Warren, unreadable, another format
+/// version) or the listener address cannot be bound.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let storage = Storage::open(
+        &config.data_dir,
+        StorageConfig {
+            fsync: config.storage.fsync,
+            segment: SegmentConfig {
+                segment_bytes: config.storage.segment_bytes,
+                cache_bytes: config.storage.queue_cache_bytes,
+            },
+        },
+    )?;
+    let broker = Arc::new(Broker::with_storage(storage)?);
     for vhost in &config.vhosts {
         broker.add_vhost(vhost);
     }
-    let listener = TcpListener::bind(config.listen).await?;
-    let local_addr = listener.local_addr()?;
+    let listen_err = |source| StartError::Listen {
+        addr: config.listen,
+        source,
+    };
+    let listener = TcpListener::bind(config.listen).await.map_err(listen_err)?;
+    let local_addr = listener.local_addr().map_err(listen_err)?;
     let alarms = alarm::Alarms::new(config.resources.watermark_bytes());
     let monitor = tokio::spawn(alarm::monitor(
         alarms.clone(),

@@ -27,6 +27,22 @@ pub enum ConnEvent {
         /// Its tag.
         tag: Arc<str>,
     },
+    /// Publishes up to `upto` on `channel` are on disk (or the sync failed).
+    Synced {
+        /// Channel.
+        channel: u16,
+        /// Highest publish sequence number covered.
+        upto: u64,
+        /// Whether the sync succeeded.
+        ok: bool,
+    },
+    /// A transaction's messages are on disk: send commit-ok.
+    Committed {
+        /// Channel.
+        channel: u16,
+        /// Whether the sync succeeded.
+        ok: bool,
+    },
 }
 
 /// One per connection.
@@ -47,6 +63,11 @@ impl ConnSink {
             starved: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         }
+    }
+
+    /// A sender for events that do not come from queues (persister completions).
+    pub fn event_sender(&self) -> mpsc::UnboundedSender<ConnEvent> {
+        self.tx.clone()
     }
 
     /// The connection wrote (or returned) one delivery.

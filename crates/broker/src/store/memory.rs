@@ -1,33 +1,11 @@
-//! Where a queue keeps its ready messages. The queue talks to its contents only through
-//! [`QueueStore`], so a persistent implementation can replace [`MemoryStore`] without
-//! touching routing or delivery.
+//! Ready messages held in memory only (transient queues).
 
 use std::collections::VecDeque;
-use std::fmt::Debug;
+use std::fs::File;
+use std::sync::Arc;
 
+use super::QueueStore;
 use crate::message::QueuedMessage;
-
-/// The ready messages of one queue, in order of `seq`.
-pub trait QueueStore: Send + Debug {
-    /// Appends a newly published message.
-    fn push(&mut self, message: QueuedMessage);
-    /// Takes the message at the head.
-    fn pop(&mut self) -> Option<QueuedMessage>;
-    /// Puts previously taken messages back at their original positions (by `seq`).
-    fn requeue(&mut self, messages: Vec<QueuedMessage>);
-    /// Records that messages taken earlier are settled for good (acked or dropped).
-    fn settle(&mut self, _seqs: &[u64]) {}
-    /// Ready messages.
-    fn len(&self) -> usize;
-    /// Whether there are no ready messages.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Body bytes of ready messages.
-    fn bytes(&self) -> u64;
-    /// Drops every ready message; returns how many.
-    fn purge(&mut self) -> usize;
-}
 
 /// Ready messages held in memory.
 #[derive(Debug, Default)]
@@ -37,9 +15,10 @@ pub struct MemoryStore {
 }
 
 impl QueueStore for MemoryStore {
-    fn push(&mut self, message: QueuedMessage) {
+    fn push(&mut self, message: QueuedMessage) -> std::io::Result<Option<Arc<File>>> {
         self.bytes += message.message.body.len() as u64;
         self.ready.push_back(message);
+        Ok(None)
     }
 
     fn pop(&mut self) -> Option<QueuedMessage> {
@@ -99,6 +78,7 @@ mod tests {
                 Bytes::from(vec![0u8; 3]),
             )),
             redelivered: false,
+            loc: None,
         }
     }
 
@@ -106,7 +86,7 @@ mod tests {
     fn requeue_restores_original_positions() {
         let mut s = MemoryStore::default();
         for i in 0..6 {
-            s.push(qm(i));
+            s.push(qm(i)).unwrap();
         }
         let taken: Vec<_> = (0..4).filter_map(|_| s.pop()).collect();
         assert_eq!(s.len(), 2);
@@ -121,8 +101,8 @@ mod tests {
     #[test]
     fn purge_counts() {
         let mut s = MemoryStore::default();
-        s.push(qm(0));
-        s.push(qm(1));
+        s.push(qm(0)).unwrap();
+        s.push(qm(1)).unwrap();
         assert_eq!(s.bytes(), 6);
         assert_eq!(s.purge(), 2);
         assert!(s.is_empty());

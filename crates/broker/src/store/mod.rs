@@ -1,0 +1,85 @@
+//! Where a queue keeps its ready messages. The queue talks to its contents only through
+//! [`QueueStore`]: [`MemoryStore`] for transient queues, [`SegmentStore`] (append-only
+//! segment files with a checksum per record, bodies paged out beyond a cache budget)
+//! for durable ones. [`Persister`] groups the fsyncs that publisher confirms wait for.
+
+mod memory;
+mod persister;
+mod segment;
+
+use std::fmt::Debug;
+use std::fs::File;
+use std::sync::Arc;
+
+pub use memory::MemoryStore;
+pub use persister::{FsyncPolicy, Persister};
+pub use segment::{SegmentConfig, SegmentStore};
+
+use crate::message::QueuedMessage;
+
+/// Where a persisted message lives on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskLoc {
+    /// Segment number.
+    pub segment: u32,
+    /// Offset of the record in the segment file.
+    pub offset: u64,
+    /// Record length in bytes, header included.
+    pub len: u32,
+}
+
+/// A delivered message that is now settled for good (acked, or dropped).
+#[derive(Debug, Clone, Copy)]
+pub struct Settled {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its record, if it was persisted.
+    pub loc: Option<DiskLoc>,
+}
+
+impl From<&QueuedMessage> for Settled {
+    fn from(m: &QueuedMessage) -> Self {
+        Settled {
+            seq: m.seq,
+            loc: m.loc,
+        }
+    }
+}
+
+/// The ready messages of one queue, in order of `seq`.
+pub trait QueueStore: Send + Debug {
+    /// Appends a newly published message. Returns the file that must be synced before
+    /// the publish is confirmed, if the message was written to disk. On a write error the
+    /// message is still kept, in memory only, and the error is returned.
+    ///
+    /// # Errors
+    /// The disk write failed.
+    fn push(&mut self, message: QueuedMessage) -> std::io::Result<Option<Arc<File>>>;
+    /// Takes the message at the head.
+    fn pop(&mut self) -> Option<QueuedMessage>;
+    /// Records that a message taken by `pop` was handed to a client that will ack it
+    /// (so that it comes back marked redelivered after a restart).
+    fn delivered(&mut self, _message: &QueuedMessage) {}
+    /// Puts previously taken messages back at their original positions (by `seq`).
+    fn requeue(&mut self, messages: Vec<QueuedMessage>);
+    /// Records that messages taken earlier are settled for good (acked or dropped).
+    fn settle(&mut self, _messages: &[Settled]) {}
+    /// Writes out buffered bookkeeping (delivery and ack marks).
+    fn flush(&mut self) {}
+    /// Ready messages.
+    fn len(&self) -> usize;
+    /// Whether there are no ready messages.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Body bytes of ready messages.
+    fn bytes(&self) -> u64;
+    /// Drops every ready message; returns how many.
+    fn purge(&mut self) -> usize;
+    /// The sequence number the next published message should get (after recovery).
+    fn next_seq(&self) -> u64 {
+        0
+    }
+    /// The queue was deleted: remove what it keeps on disk.
+    fn destroy(&mut self) {}
+}

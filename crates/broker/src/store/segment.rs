@@ -1,0 +1,809 @@
+//! The durable queue store: append-only segment files plus a marks file per segment.
+//!
+//! Responsibilities: write persistent messages as checksummed records, keep a compact
+//! in-memory index of ready messages (bodies beyond a cache budget stay on disk and are
+//! read back when delivered), record deliveries and acks so a restart neither loses nor
+//! resurrects messages, reclaim a segment once every message in it is settled, and
+//! recover all of it at start, dropping a torn or corrupt tail with a warning.
+//!
+//! On-disk layout, in the queue's directory:
+//!
+//! ```text
+//! 00000001.seg   records: len:u32 crc32:u32 | seq:u64 xlen:u8 exchange rklen:u8
+//!                routing_key plen:u32 properties body      (crc over the part after |,
+//!                whose length is len)
+//! 00000001.mrk   marks: kind:u8 seq:u64 (1 = delivered, 2 = settled)
+//! ```
+//!
+//! Transient messages in a durable queue are not written; they live in the index only.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{DiskLoc, QueueStore, Settled};
+use crate::message::{decode_properties, Message, QueuedMessage};
+
+const MARK_DELIVERED: u8 = 1;
+const MARK_SETTLED: u8 = 2;
+/// Upper bound of a record's length field; anything larger is corruption.
+const MAX_RECORD: u32 = 1 << 30;
+
+/// Tuning of a segment store.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentConfig {
+    /// A new segment file is started when the current one reaches this size.
+    pub segment_bytes: u64,
+    /// Body bytes of persisted ready messages kept in memory; the rest is read from
+    /// disk when delivered.
+    pub cache_bytes: u64,
+}
+
+impl Default for SegmentConfig {
+    fn default() -> Self {
+        SegmentConfig {
+            segment_bytes: 64 * 1024 * 1024,
+            cache_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    redelivered: bool,
+    loc: Option<DiskLoc>,
+    /// `None` when the body was paged out (persisted messages only).
+    msg: Option<Arc<Message>>,
+    body_len: u64,
+}
+
+#[derive(Debug)]
+struct Segment {
+    file: Arc<File>,
+    size: u64,
+    /// Records not yet settled.
+    live: u64,
+    marks: Option<File>,
+}
+
+/// A durable queue's store.
+#[derive(Debug)]
+pub struct SegmentStore {
+    dir: PathBuf,
+    cfg: SegmentConfig,
+    ready: VecDeque<Entry>,
+    bytes: u64,
+    cached: u64,
+    segments: BTreeMap<u32, Segment>,
+    current: u32,
+    next_seq: u64,
+    /// Marks waiting to be written, per segment.
+    pending_marks: HashMap<u32, Vec<u8>>,
+}
+
+fn seg_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("{n:08}.seg"))
+}
+
+fn mark_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("{n:08}.mrk"))
+}
+
+/// Encodes a message as one record.
+fn encode_record(seq: u64, m: &Message) -> Vec<u8> {
+    let x = m.exchange.as_bytes();
+    let r = m.routing_key.as_bytes();
+    let xl = x.len().min(255);
+    let rl = r.len().min(255);
+    let payload_len = 8 + 1 + xl + 1 + rl + 4 + m.raw_properties.len() + m.body.len();
+    let mut rec = Vec::with_capacity(8 + payload_len);
+    rec.extend_from_slice(&(payload_len as u32).to_be_bytes());
+    rec.extend_from_slice(&[0; 4]);
+    rec.extend_from_slice(&seq.to_be_bytes());
+    rec.push(xl as u8);
+    rec.extend_from_slice(&x[..xl]);
+    rec.push(rl as u8);
+    rec.extend_from_slice(&r[..rl]);
+    rec.extend_from_slice(&(m.raw_properties.len() as u32).to_be_bytes());
+    rec.extend_from_slice(&m.raw_properties);
+    rec.extend_from_slice(&m.body);
+    let crc = crc32fast::hash(&rec[8..]);
+    rec[4..8].copy_from_slice(&crc.to_be_bytes());
+    rec
+}
+
+/// Decodes the part of a record after its 8-byte header (already checksummed).
+fn decode_payload(p: &[u8]) -> Option<(u64, Message)> {
+    let take = |at: &mut usize, n: usize| -> Option<&[u8]> {
+        let s = p.get(*at..*at + n)?;
+        *at += n;
+        Some(s)
+    };
+    let mut at = 0;
+    let seq = u64::from_be_bytes(take(&mut at, 8)?.try_into().ok()?);
+    let xl = usize::from(*take(&mut at, 1)?.first()?);
+    let exchange = std::str::from_utf8(take(&mut at, xl)?).ok()?.to_string();
+    let rl = usize::from(*take(&mut at, 1)?.first()?);
+    let routing_key = std::str::from_utf8(take(&mut at, rl)?).ok()?.to_string();
+    let pl = u32::from_be_bytes(take(&mut at, 4)?.try_into().ok()?) as usize;
+    let raw = Bytes::copy_from_slice(take(&mut at, pl)?);
+    let body = Bytes::copy_from_slice(p.get(at..)?);
+    let properties = decode_properties(&raw)?;
+    Some((
+        seq,
+        Message {
+            exchange,
+            routing_key,
+            raw_properties: raw,
+            properties,
+            body,
+        },
+    ))
+}
+
+/// One record read during recovery.
+struct Recovered {
+    seq: u64,
+    loc: DiskLoc,
+    body_len: u64,
+    msg: Option<Arc<Message>>,
+}
+
+/// Reads the records of one segment. Stops at the first torn or corrupt record and
+/// returns the offset where the valid data ends.
+fn scan_segment(
+    path: &Path,
+    segment: u32,
+    keep_bodies: &mut u64,
+) -> io::Result<(Vec<Recovered>, u64, bool)> {
+    let file = File::open(path)?;
+    let total = file.metadata()?.len();
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    let mut out = Vec::new();
+    let mut offset = 0u64;
+    let mut header = [0u8; 8];
+    let mut payload = Vec::new();
+    loop {
+        if offset == total {
+            return Ok((out, offset, true));
+        }
+        if r.read_exact(&mut header).is_err() {
+            return Ok((out, offset, false));
+        }
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+        let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+        if !(8..=MAX_RECORD).contains(&len) || offset + 8 + u64::from(len) > total {
+            return Ok((out, offset, false));
+        }
+        payload.resize(len as usize, 0);
+        if r.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
+            return Ok((out, offset, false));
+        }
+        let Some((seq, msg)) = decode_payload(&payload) else {
+            return Ok((out, offset, false));
+        };
+        let body_len = msg.body.len() as u64;
+        let msg = if *keep_bodies >= body_len {
+            *keep_bodies -= body_len;
+            Some(Arc::new(msg))
+        } else {
+            *keep_bodies = 0;
+            None
+        };
+        out.push(Recovered {
+            seq,
+            loc: DiskLoc {
+                segment,
+                offset,
+                len: 8 + len,
+            },
+            body_len,
+            msg,
+        });
+        offset += 8 + u64::from(len);
+    }
+}
+
+fn read_marks(path: &Path) -> io::Result<Vec<(u8, u64)>> {
+    let data = match fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    // A torn final mark (fewer than 9 bytes) is ignored.
+    Ok(data
+        .chunks_exact(9)
+        .filter_map(|c| {
+            let seq = u64::from_be_bytes(c[1..9].try_into().ok()?);
+            matches!(c[0], MARK_DELIVERED | MARK_SETTLED).then_some((c[0], seq))
+        })
+        .collect())
+}
+
+fn open_segment_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)
+}
+
+impl SegmentStore {
+    /// Opens (creating if needed) the store in `dir` and recovers its messages.
+    ///
+    /// # Errors
+    /// The directory or a file in it cannot be read or written.
+    pub fn open(dir: &Path, cfg: SegmentConfig) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let mut numbers: Vec<u32> = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(n) = name.strip_suffix(".seg").and_then(|n| n.parse().ok()) {
+                numbers.push(n);
+            }
+        }
+        numbers.sort_unstable();
+        let mut keep_bodies = cfg.cache_bytes;
+        let mut records: Vec<Recovered> = Vec::new();
+        let mut settled: HashSet<u64> = HashSet::new();
+        let mut delivered: HashSet<u64> = HashSet::new();
+        let mut per_segment: BTreeMap<u32, (u64, u64)> = BTreeMap::new(); // (records, size)
+        for &n in &numbers {
+            let path = seg_path(dir, n);
+            let (recs, valid_end, clean) = scan_segment(&path, n, &mut keep_bodies)?;
+            if !clean {
+                let total = fs::metadata(&path)?.len();
+                tracing::warn!(
+                    segment = %path.display(),
+                    valid_bytes = valid_end,
+                    dropped_bytes = total - valid_end,
+                    "torn or corrupt record at the end of a segment: dropping the tail"
+                );
+                let f = OpenOptions::new().write(true).open(&path)?;
+                f.set_len(valid_end)?;
+                f.sync_all()?;
+            }
+            per_segment.insert(n, (recs.len() as u64, valid_end));
+            records.extend(recs);
+            for (kind, seq) in read_marks(&mark_path(dir, n))? {
+                if kind == MARK_SETTLED {
+                    settled.insert(seq);
+                } else {
+                    delivered.insert(seq);
+                }
+            }
+        }
+        let mut live: HashMap<u32, u64> = HashMap::new();
+        let mut ready: Vec<Entry> = Vec::new();
+        let mut next_seq = 0;
+        for r in records {
+            next_seq = next_seq.max(r.seq + 1);
+            if settled.contains(&r.seq) {
+                continue;
+            }
+            *live.entry(r.loc.segment).or_default() += 1;
+            ready.push(Entry {
+                seq: r.seq,
+                redelivered: delivered.contains(&r.seq),
+                loc: Some(r.loc),
+                msg: r.msg,
+                body_len: r.body_len,
+            });
+        }
+        ready.sort_by_key(|e| e.seq);
+        let mut segments = BTreeMap::new();
+        for (n, (_, size)) in per_segment {
+            let l = live.get(&n).copied().unwrap_or(0);
+            if l == 0 {
+                let _ = fs::remove_file(seg_path(dir, n));
+                let _ = fs::remove_file(mark_path(dir, n));
+                continue;
+            }
+            segments.insert(
+                n,
+                Segment {
+                    file: Arc::new(open_segment_file(&seg_path(dir, n))?),
+                    size,
+                    live: l,
+                    marks: None,
+                },
+            );
+        }
+        // Always write to a fresh segment after a restart.
+        let current = numbers.last().map_or(1, |n| n + 1);
+        segments.insert(
+            current,
+            Segment {
+                file: Arc::new(open_segment_file(&seg_path(dir, current))?),
+                size: 0,
+                live: 0,
+                marks: None,
+            },
+        );
+        let bytes = ready.iter().map(|e| e.body_len).sum();
+        let cached = ready
+            .iter()
+            .filter(|e| e.msg.is_some())
+            .map(|e| e.body_len)
+            .sum();
+        Ok(SegmentStore {
+            dir: dir.to_path_buf(),
+            cfg,
+            ready: ready.into(),
+            bytes,
+            cached,
+            segments,
+            current,
+            next_seq,
+            pending_marks: HashMap::new(),
+        })
+    }
+
+    fn roll_if_full(&mut self, need: u64) -> io::Result<()> {
+        let size = self.segments.get(&self.current).map_or(0, |s| s.size);
+        if size > 0 && size + need > self.cfg.segment_bytes {
+            let old = self.current;
+            let next = self.current + 1;
+            let file = open_segment_file(&seg_path(&self.dir, next))?;
+            self.segments.insert(
+                next,
+                Segment {
+                    file: Arc::new(file),
+                    size: 0,
+                    live: 0,
+                    marks: None,
+                },
+            );
+            self.current = next;
+            self.reclaim(old);
+        }
+        Ok(())
+    }
+
+    /// Deletes a segment whose records are all settled (never the current one).
+    fn reclaim(&mut self, n: u32) {
+        if n == self.current {
+            return;
+        }
+        if self.segments.get(&n).is_some_and(|s| s.live == 0) {
+            self.segments.remove(&n);
+            self.pending_marks.remove(&n);
+            let _ = fs::remove_file(seg_path(&self.dir, n));
+            let _ = fs::remove_file(mark_path(&self.dir, n));
+        }
+    }
+
+    fn mark(&mut self, kind: u8, seq: u64, loc: DiskLoc) {
+        let buf = self.pending_marks.entry(loc.segment).or_default();
+        buf.push(kind);
+        buf.extend_from_slice(&seq.to_be_bytes());
+    }
+
+    fn load(&self, loc: DiskLoc) -> io::Result<Message> {
+        let seg = self
+            .segments
+            .get(&loc.segment)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "segment reclaimed"))?;
+        let mut rec = vec![0u8; loc.len as usize];
+        seg.file.read_exact_at(&mut rec, loc.offset)?;
+        let crc = u32::from_be_bytes([rec[4], rec[5], rec[6], rec[7]]);
+        if crc32fast::hash(&rec[8..]) != crc {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "record checksum mismatch",
+            ));
+        }
+        decode_payload(&rec[8..])
+            .map(|(_, m)| m)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "undecodable record"))
+    }
+
+    /// Files on disk (segments and mark files), for tests and diagnostics.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn settle_one(&mut self, s: Settled) {
+        if let Some(loc) = s.loc {
+            self.mark(MARK_SETTLED, s.seq, loc);
+            if let Some(seg) = self.segments.get_mut(&loc.segment) {
+                seg.live = seg.live.saturating_sub(1);
+            }
+        }
+    }
+}
+
+impl QueueStore for SegmentStore {
+    fn push(&mut self, mut message: QueuedMessage) -> io::Result<Option<Arc<File>>> {
+        let body_len = message.message.body.len() as u64;
+        self.bytes += body_len;
+        self.next_seq = self.next_seq.max(message.seq + 1);
+        if !message.message.is_persistent() {
+            self.ready.push_back(Entry {
+                seq: message.seq,
+                redelivered: message.redelivered,
+                loc: None,
+                msg: Some(message.message),
+                body_len,
+            });
+            return Ok(None);
+        }
+        let rec = encode_record(message.seq, &message.message);
+        let written = self.roll_if_full(rec.len() as u64).and_then(|()| {
+            let seg = self
+                .segments
+                .get_mut(&self.current)
+                .ok_or_else(|| io::Error::other("no current segment"))?;
+            (&*seg.file).write_all(&rec)?;
+            let loc = DiskLoc {
+                segment: self.current,
+                offset: seg.size,
+                len: rec.len() as u32,
+            };
+            seg.size += rec.len() as u64;
+            seg.live += 1;
+            Ok((loc, seg.file.clone()))
+        });
+        match written {
+            Ok((loc, file)) => {
+                message.loc = Some(loc);
+                let keep = self.cached + body_len <= self.cfg.cache_bytes;
+                if keep {
+                    self.cached += body_len;
+                }
+                self.ready.push_back(Entry {
+                    seq: message.seq,
+                    redelivered: message.redelivered,
+                    loc: Some(loc),
+                    msg: keep.then_some(message.message),
+                    body_len,
+                });
+                Ok(Some(file))
+            }
+            Err(e) => {
+                self.ready.push_back(Entry {
+                    seq: message.seq,
+                    redelivered: message.redelivered,
+                    loc: None,
+                    msg: Some(message.message),
+                    body_len,
+                });
+                Err(e)
+            }
+        }
+    }
+
+    fn pop(&mut self) -> Option<QueuedMessage> {
+        while let Some(e) = self.ready.pop_front() {
+            self.bytes -= e.body_len;
+            let message = match e.msg {
+                Some(m) => {
+                    if e.loc.is_some() {
+                        self.cached = self.cached.saturating_sub(e.body_len);
+                    }
+                    m
+                }
+                None => {
+                    let Some(loc) = e.loc else { continue };
+                    match self.load(loc) {
+                        Ok(m) => Arc::new(m),
+                        Err(err) => {
+                            tracing::error!(dir = %self.dir.display(), seq = e.seq, error = %err, "cannot read a queued message from disk; dropping it");
+                            self.settle_one(Settled {
+                                seq: e.seq,
+                                loc: Some(loc),
+                            });
+                            continue;
+                        }
+                    }
+                }
+            };
+            return Some(QueuedMessage {
+                seq: e.seq,
+                message,
+                redelivered: e.redelivered,
+                loc: e.loc,
+            });
+        }
+        None
+    }
+
+    fn delivered(&mut self, m: &QueuedMessage) {
+        if let Some(loc) = m.loc {
+            if !m.redelivered {
+                self.mark(MARK_DELIVERED, m.seq, loc);
+            }
+        }
+    }
+
+    fn requeue(&mut self, mut messages: Vec<QueuedMessage>) {
+        messages.sort_by_key(|m| m.seq);
+        for m in messages.into_iter().rev() {
+            let body_len = m.message.body.len() as u64;
+            self.bytes += body_len;
+            if m.loc.is_some() {
+                self.cached += body_len;
+            }
+            let entry = Entry {
+                seq: m.seq,
+                redelivered: m.redelivered,
+                loc: m.loc,
+                msg: Some(m.message),
+                body_len,
+            };
+            if self.ready.front().is_none_or(|f| f.seq > entry.seq) {
+                self.ready.push_front(entry);
+            } else {
+                let at = self.ready.partition_point(|x| x.seq < entry.seq);
+                self.ready.insert(at, entry);
+            }
+        }
+    }
+
+    fn settle(&mut self, messages: &[Settled]) {
+        let mut touched: Vec<u32> = Vec::new();
+        for s in messages {
+            self.settle_one(*s);
+            if let Some(loc) = s.loc {
+                if !touched.contains(&loc.segment) {
+                    touched.push(loc.segment);
+                }
+            }
+        }
+        self.flush();
+        for n in touched {
+            self.reclaim(n);
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.pending_marks.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending_marks);
+        for (n, buf) in pending {
+            let Some(seg) = self.segments.get_mut(&n) else {
+                continue;
+            };
+            if seg.marks.is_none() {
+                match OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(mark_path(&self.dir, n))
+                {
+                    Ok(f) => seg.marks = Some(f),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot open a marks file");
+                        continue;
+                    }
+                }
+            }
+            if let Some(f) = seg.marks.as_mut() {
+                if let Err(e) = f.write_all(&buf) {
+                    tracing::error!(error = %e, "cannot write delivery/ack marks");
+                }
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ready.len()
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn purge(&mut self) -> usize {
+        let n = self.ready.len();
+        let all: Vec<Settled> = self
+            .ready
+            .drain(..)
+            .map(|e| Settled {
+                seq: e.seq,
+                loc: e.loc,
+            })
+            .collect();
+        self.bytes = 0;
+        self.cached = 0;
+        self.settle(&all);
+        n
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    fn destroy(&mut self) {
+        self.ready.clear();
+        self.segments.clear();
+        self.pending_marks.clear();
+        if let Err(e) = fs::remove_dir_all(&self.dir) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::error!(dir = %self.dir.display(), error = %e, "cannot remove a deleted queue's files");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(body: &[u8], persistent: bool) -> Arc<Message> {
+        // delivery_mode is property bit 12 (0x1000): flags 0x10 0x00, then the octet.
+        let raw: Bytes = if persistent {
+            Bytes::from_static(&[0x10, 0x00, 2])
+        } else {
+            Bytes::from_static(&[0, 0])
+        };
+        Arc::new(Message::new("ex", "rk", raw, Bytes::copy_from_slice(body)))
+    }
+
+    fn qm(seq: u64, body: &[u8], persistent: bool) -> QueuedMessage {
+        QueuedMessage {
+            seq,
+            message: msg(body, persistent),
+            redelivered: false,
+            loc: None,
+        }
+    }
+
+    fn small() -> SegmentConfig {
+        SegmentConfig {
+            segment_bytes: 256,
+            cache_bytes: 16,
+        }
+    }
+
+    #[test]
+    fn persistent_messages_survive_reopen_in_order_and_transient_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SegmentStore::open(dir.path(), small()).unwrap();
+            for i in 0..20u64 {
+                let persistent = i % 4 != 3;
+                let r = s
+                    .push(qm(i, format!("body-{i}").as_bytes(), persistent))
+                    .unwrap();
+                assert_eq!(r.is_some(), persistent);
+            }
+            assert!(s.segment_count() > 1, "small segments must roll");
+        }
+        let mut s = SegmentStore::open(dir.path(), small()).unwrap();
+        let got: Vec<(u64, Vec<u8>)> = std::iter::from_fn(|| s.pop())
+            .map(|m| (m.seq, m.message.body.to_vec()))
+            .collect();
+        let want: Vec<(u64, Vec<u8>)> = (0..20u64)
+            .filter(|i| i % 4 != 3)
+            .map(|i| (i, format!("body-{i}").into_bytes()))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(s.next_seq(), 19);
+        // Properties came back too.
+        s.requeue(vec![]);
+    }
+
+    #[test]
+    fn settled_messages_stay_gone_and_delivered_come_back_redelivered() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SegmentStore::open(dir.path(), small()).unwrap();
+            for i in 0..6u64 {
+                s.push(qm(i, b"x", true)).unwrap();
+            }
+            let a = s.pop().unwrap();
+            let b = s.pop().unwrap();
+            s.delivered(&a);
+            s.delivered(&b);
+            s.settle(&[Settled::from(&a)]);
+            s.flush();
+        }
+        let mut s = SegmentStore::open(dir.path(), small()).unwrap();
+        let first = s.pop().unwrap();
+        assert_eq!(first.seq, 1);
+        assert!(first.redelivered);
+        let second = s.pop().unwrap();
+        assert_eq!(second.seq, 2);
+        assert!(!second.redelivered);
+        assert_eq!(s.len(), 3);
+    }
+
+    #[test]
+    fn fully_settled_segments_are_reclaimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SegmentStore::open(dir.path(), small()).unwrap();
+        for i in 0..40u64 {
+            s.push(qm(i, &[7u8; 40], true)).unwrap();
+        }
+        let before = fs::read_dir(dir.path()).unwrap().count();
+        let taken: Vec<Settled> = std::iter::from_fn(|| s.pop())
+            .map(|m| Settled::from(&m))
+            .collect();
+        s.settle(&taken);
+        let after: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert!(before > 3);
+        // Only the current (open) segment and its marks file remain.
+        assert!(after.len() <= 2, "{after:?}");
+        drop(s);
+        let s = SegmentStore::open(dir.path(), small()).unwrap();
+        assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn paged_out_bodies_are_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SegmentStore::open(
+            dir.path(),
+            SegmentConfig {
+                segment_bytes: 1 << 20,
+                cache_bytes: 10,
+            },
+        )
+        .unwrap();
+        for i in 0..5u64 {
+            s.push(qm(i, format!("payload number {i}").as_bytes(), true))
+                .unwrap();
+        }
+        assert!(s.cached <= 10);
+        let bodies: Vec<String> = std::iter::from_fn(|| s.pop())
+            .map(|m| String::from_utf8(m.message.body.to_vec()).unwrap())
+            .collect();
+        assert_eq!(bodies[4], "payload number 4");
+        assert_eq!(bodies.len(), 5);
+    }
+
+    #[test]
+    fn torn_and_corrupt_tails_are_dropped_keeping_intact_records() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SegmentStore::open(dir.path(), SegmentConfig::default()).unwrap();
+            for i in 0..10u64 {
+                s.push(qm(i, format!("m{i}").as_bytes(), true)).unwrap();
+            }
+        }
+        let seg = seg_path(dir.path(), 1);
+        let len = fs::metadata(&seg).unwrap().len();
+        // Tear the last record in half.
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(len - 5).unwrap();
+        drop(f);
+        {
+            let mut s = SegmentStore::open(dir.path(), SegmentConfig::default()).unwrap();
+            let seqs: Vec<u64> = std::iter::from_fn(|| s.pop()).map(|m| m.seq).collect();
+            assert_eq!(seqs, (0..9).collect::<Vec<_>>());
+        }
+        // Corrupt a byte inside the (now) last record of segment 1: flip its body.
+        let len = fs::metadata(&seg).unwrap().len();
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.write_all_at(&[0xFF], len - 1).unwrap();
+        drop(f);
+        let mut s = SegmentStore::open(dir.path(), SegmentConfig::default()).unwrap();
+        let seqs: Vec<u64> = std::iter::from_fn(|| s.pop()).map(|m| m.seq).collect();
+        assert_eq!(seqs, (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn garbage_segment_never_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut x: u64 = 12345;
+        let mut junk = Vec::new();
+        for _ in 0..4096 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            junk.push(x as u8);
+        }
+        fs::write(seg_path(dir.path(), 1), &junk).unwrap();
+        fs::write(mark_path(dir.path(), 1), &junk[..100]).unwrap();
+        let s = SegmentStore::open(dir.path(), SegmentConfig::default()).unwrap();
+        assert_eq!(s.len(), 0);
+    }
+}
