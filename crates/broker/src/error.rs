@@ -86,6 +86,9 @@ pub enum Error {
         /// Exchange name.
         exchange: String,
     },
+    /// An invalid queue argument (text as RabbitMQ words it).
+    #[error("{0}")]
+    InvalidArg(String),
     /// The data directory could not be written.
     #[error("cannot write to the data directory: {0}")]
     Storage(String),

@@ -22,12 +22,14 @@
 
 pub mod args;
 pub mod credit;
+pub mod deadletter;
 pub mod error;
 pub mod exchange;
 pub mod headers;
 pub mod message;
 pub mod names;
 pub mod queue;
+pub mod queue_args;
 pub mod storage;
 pub mod store;
 pub mod topic;
@@ -110,7 +112,7 @@ impl Broker {
         let mut vhosts = self.vhosts.write().unwrap_or_else(|e| e.into_inner());
         vhosts
             .entry(name.to_string())
-            .or_insert_with(|| Arc::new(VHost::with_storage(name, self.storage.clone())))
+            .or_insert_with(|| VHost::with_storage(name, self.storage.clone()))
             .clone()
     }
 

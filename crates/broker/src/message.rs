@@ -122,4 +122,8 @@ pub struct QueuedMessage {
     pub redelivered: bool,
     /// Its record on disk, if persisted.
     pub loc: Option<crate::store::DiskLoc>,
+    /// Priority level in its queue (0 unless the queue has `x-max-priority`).
+    pub priority: u8,
+    /// When it expires, epoch milliseconds; 0 = never.
+    pub expires_at: u64,
 }

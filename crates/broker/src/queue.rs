@@ -1,23 +1,37 @@
 //! A queue: its ready messages (behind [`QueueStore`]), its consumers and the count of
 //! messages delivered but not yet settled.
 //!
-//! Responsibilities: ordering (FIFO, with requeued messages back at their original
-//! position), round-robin dispatch to consumers that have credit, exclusive consumers,
-//! and telling consumers when the queue goes away. Collaborators: the server's
-//! [`DeliverySink`] per channel, and [`Credit`] windows that the server settles.
+//! Responsibilities: ordering (FIFO per priority level, requeued messages back at their
+//! original position), dispatch to consumers that have credit (highest consumer priority
+//! first, round-robin among equals, or only the single active consumer), exclusive
+//! consumers, message TTL, length limits with their overflow behaviours, queue expiry,
+//! and handing messages to dead-lettering. Collaborators: the server's [`DeliverySink`]
+//! per connection, [`Credit`] windows that the server settles, and the owning [`VHost`]
+//! which routes dead-lettered messages.
 //!
-//! All state sits behind one short mutex; no `.await` happens under it, and a queue never
-//! takes another lock while holding it except the sink's non-blocking `deliver`.
+//! All state sits behind one short mutex; no `.await` happens under it. Dead letters are
+//! collected under the lock and routed after it is released, because routing takes the
+//! vhost's topology lock and other queues' locks.
 
+use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use amq_protocol::types::FieldTable;
 
 use crate::credit::Credit;
 use crate::message::{Message, QueuedMessage};
+use crate::queue_args::{Overflow, QueueArgs};
 use crate::store::{MemoryStore, QueueStore, Settled};
+use crate::vhost::VHost;
 use crate::ConnectionId;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// One message handed to a consumer.
 #[derive(Debug)]
@@ -36,10 +50,10 @@ pub struct Delivery {
     pub credit: Arc<Credit>,
 }
 
-/// Where a queue sends deliveries for the consumers of one channel. Implemented by the
-/// server; every method must return at once (no blocking).
+/// Where a queue sends deliveries for the consumers of one connection. Implemented by
+/// the server; every method must return at once (no blocking).
 pub trait DeliverySink: Send + Sync + std::fmt::Debug {
-    /// Whether the channel can take another delivery now (flow, socket backlog).
+    /// Whether the connection can take another delivery now (socket backlog).
     fn ready(&self) -> bool;
     /// Hands over a delivery.
     fn deliver(&self, delivery: Delivery);
@@ -60,6 +74,8 @@ pub struct Consumer {
     pub no_ack: bool,
     /// Exclusive consumer: no other consumer may attach.
     pub exclusive: bool,
+    /// `x-priority`: higher-priority consumers with credit are served first.
+    pub priority: i64,
     /// Per-consumer prefetch window.
     pub credit: Arc<Credit>,
     /// Per-channel prefetch window (basic.qos global).
@@ -75,6 +91,46 @@ impl Consumer {
     }
 }
 
+/// Why a message was dead-lettered (the `reason` of its `x-death` entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeathReason {
+    /// Rejected or nacked without requeue.
+    Rejected,
+    /// Its TTL ran out.
+    Expired,
+    /// Dropped or refused by a length limit.
+    Maxlen,
+}
+
+impl DeathReason {
+    /// The name RabbitMQ uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeathReason::Rejected => "rejected",
+            DeathReason::Expired => "expired",
+            DeathReason::Maxlen => "maxlen",
+        }
+    }
+}
+
+/// A message leaving a queue for its dead-letter exchange.
+#[derive(Debug)]
+pub struct DeadLetter {
+    /// The message as it was in the queue.
+    pub message: Arc<Message>,
+    /// Why.
+    pub reason: DeathReason,
+}
+
+/// The result of publishing into a queue.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// File to sync before the publish may be confirmed (persisted messages).
+    pub sync: Option<Arc<File>>,
+    /// The queue refused the message (`x-overflow` reject-publish): nack the publisher.
+    pub rejected: bool,
+}
+
 #[derive(Debug)]
 struct State {
     store: Box<dyn QueueStore>,
@@ -83,6 +139,29 @@ struct State {
     consumers: Vec<Consumer>,
     next_consumer: usize,
     had_consumers: bool,
+    /// Last time the queue was used (declare, consume, get), for `x-expires`.
+    last_used_ms: u64,
+    /// Dead letters collected under the lock, routed after it is released.
+    dead: Vec<DeadLetter>,
+}
+
+/// How to build a queue.
+#[derive(Debug, Clone, Default)]
+pub struct QueueSpec {
+    /// Vhost name.
+    pub vhost: String,
+    /// Queue name.
+    pub name: String,
+    /// Survives restarts.
+    pub durable: bool,
+    /// Owning connection of an exclusive queue.
+    pub exclusive_owner: Option<ConnectionId>,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// Declared arguments.
+    pub arguments: FieldTable,
+    /// Effective interpreted arguments (declared arguments merged with policies).
+    pub args: QueueArgs,
 }
 
 /// A queue.
@@ -100,6 +179,9 @@ pub struct Queue {
     pub auto_delete: bool,
     /// Declared arguments.
     pub arguments: FieldTable,
+    /// Effective interpreted arguments.
+    pub args: QueueArgs,
+    vhost_ref: Weak<VHost>,
     deleted: AtomicBool,
     state: Mutex<State>,
 }
@@ -116,7 +198,7 @@ pub enum Removed {
 }
 
 impl Queue {
-    /// A new, empty, in-memory queue.
+    /// A new, empty, in-memory queue without arguments (tests and pseudo-queues).
     pub fn new(
         vhost: &str,
         name: &str,
@@ -125,35 +207,36 @@ impl Queue {
         auto_delete: bool,
         arguments: FieldTable,
     ) -> Self {
+        let args = QueueArgs::parse(&arguments).unwrap_or_default();
+        let store = Box::new(MemoryStore::new(args.levels()));
         Self::with_store(
-            vhost,
-            name,
-            durable,
-            exclusive_owner,
-            auto_delete,
-            arguments,
-            Box::new(MemoryStore::default()),
+            QueueSpec {
+                vhost: vhost.to_string(),
+                name: name.to_string(),
+                durable,
+                exclusive_owner,
+                auto_delete,
+                arguments,
+                args,
+            },
+            store,
+            Weak::new(),
         )
     }
 
-    /// A queue over the given store (which may hold recovered messages).
-    pub fn with_store(
-        vhost: &str,
-        name: &str,
-        durable: bool,
-        exclusive_owner: Option<ConnectionId>,
-        auto_delete: bool,
-        arguments: FieldTable,
-        store: Box<dyn QueueStore>,
-    ) -> Self {
+    /// A queue over the given store (which may hold recovered messages), owned by the
+    /// vhost behind `vhost_ref` (which routes its dead letters).
+    pub fn with_store(spec: QueueSpec, store: Box<dyn QueueStore>, vhost_ref: Weak<VHost>) -> Self {
         let next_seq = store.next_seq();
         Queue {
-            name: name.to_string(),
-            vhost: vhost.to_string(),
-            durable,
-            exclusive_owner,
-            auto_delete,
-            arguments,
+            name: spec.name,
+            vhost: spec.vhost,
+            durable: spec.durable,
+            exclusive_owner: spec.exclusive_owner,
+            auto_delete: spec.auto_delete,
+            arguments: spec.arguments,
+            args: spec.args,
+            vhost_ref,
             deleted: AtomicBool::new(false),
             state: Mutex::new(State {
                 store,
@@ -162,6 +245,8 @@ impl Queue {
                 consumers: Vec::new(),
                 next_consumer: 0,
                 had_consumers: false,
+                last_used_ms: now_ms(),
+                dead: Vec::new(),
             }),
         }
     }
@@ -171,57 +256,173 @@ impl Queue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Routes dead letters collected under the lock; call after releasing it.
+    fn route_dead(self: &Arc<Self>, dead: Vec<DeadLetter>) {
+        if dead.is_empty() {
+            return;
+        }
+        if let Some(v) = self.vhost_ref.upgrade() {
+            v.dead_letter(self, dead);
+        }
+    }
+
     /// Whether the queue has been deleted.
     pub fn is_deleted(&self) -> bool {
         self.deleted.load(Ordering::Acquire)
     }
 
-    /// Adds a message and delivers what can be delivered. Returns the file to sync
-    /// before confirming the publish, if the message was written to disk.
+    /// Whether the queue needs the periodic [`Queue::tick`] (TTL or expiry).
+    pub fn has_timers(&self) -> bool {
+        self.args.expires.is_some() || self.args.message_ttl.is_some() || self.may_have_expiring()
+    }
+
+    fn may_have_expiring(&self) -> bool {
+        self.lock().store.next_expiry().is_some()
+    }
+
+    /// Marks the queue as used (redeclared), for `x-expires`.
+    pub fn touch(&self) {
+        self.lock().last_used_ms = now_ms();
+    }
+
+    /// Drops or dead-letters a message leaving the queue without being delivered.
+    fn discard(&self, st: &mut State, m: QueuedMessage, reason: DeathReason) {
+        st.store.settle(&[Settled::from(&m)]);
+        if self.args.dead_letter_exchange.is_some() {
+            st.dead.push(DeadLetter {
+                message: m.message,
+                reason,
+            });
+        }
+    }
+
+    fn expire_locked(&self, st: &mut State, now: u64) {
+        // Expired means strictly before now, so a TTL-0 message can still go to a
+        // consumer that is waiting in the same millisecond.
+        while let Some(m) = st.store.pop_expired(now.saturating_sub(1)) {
+            self.discard(st, m, DeathReason::Expired);
+        }
+    }
+
+    fn over_limit(&self, st: &State, extra_bytes: u64, extra: u64) -> bool {
+        let len = st.store.len() as u64 + extra;
+        let bytes = st.store.bytes() + extra_bytes;
+        self.args.max_length.is_some_and(|m| len > m)
+            || self.args.max_length_bytes.is_some_and(|m| bytes > m)
+    }
+
+    /// Adds a message and delivers what can be delivered.
     ///
     /// # Errors
     /// Writing a persistent message failed; the message is still queued (in memory), but
     /// must not be confirmed.
-    pub fn publish(
-        self: &Arc<Self>,
-        message: Arc<Message>,
-    ) -> std::io::Result<Option<Arc<std::fs::File>>> {
-        let mut st = self.lock();
-        let seq = st.next_seq;
-        st.next_seq += 1;
-        let r = st.store.push(QueuedMessage {
-            seq,
-            message,
-            redelivered: false,
-            loc: None,
-        });
-        self.dispatch_locked(&mut st);
-        r
-    }
-
-    /// Delivers ready messages to consumers with credit, round-robin.
-    pub fn dispatch(self: &Arc<Self>) {
-        let mut st = self.lock();
-        self.dispatch_locked(&mut st);
-    }
-
-    fn dispatch_locked(self: &Arc<Self>, st: &mut State) {
-        while !st.store.is_empty() {
-            let n = st.consumers.len();
-            if n == 0 {
-                return;
+    pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> std::io::Result<Published> {
+        let (result, dead) = {
+            let mut st = self.lock();
+            let now = now_ms();
+            self.expire_locked(&mut st, now);
+            let size = message.body.len() as u64;
+            if self.args.overflow != Overflow::DropHead && self.over_limit(&st, size, 1) {
+                if self.args.overflow == Overflow::RejectPublishDlx
+                    && self.args.dead_letter_exchange.is_some()
+                {
+                    st.dead.push(DeadLetter {
+                        message,
+                        reason: DeathReason::Maxlen,
+                    });
+                }
+                let dead = std::mem::take(&mut st.dead);
+                drop(st);
+                self.route_dead(dead);
+                return Ok(Published {
+                    sync: None,
+                    rejected: true,
+                });
             }
-            let start = st.next_consumer % n;
-            let Some(idx) = (0..n)
-                .map(|i| (start + i) % n)
-                .find(|&i| st.consumers[i].can_take())
-            else {
-                return;
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            let priority = match self.args.max_priority {
+                Some(max) => message.properties.priority().unwrap_or(0).min(max),
+                None => 0,
+            };
+            let ttl = match (self.args.message_ttl, message_expiration(&message)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let r = st.store.push(QueuedMessage {
+                seq,
+                message,
+                redelivered: false,
+                loc: None,
+                priority,
+                expires_at: ttl.map_or(0, |t| now.saturating_add(t).max(1)),
+            });
+            self.dispatch_locked(&mut st, now);
+            // Drop-head: the oldest messages make room (after delivery had its chance).
+            while self.over_limit(&st, 0, 0) {
+                let Some(m) = st.store.pop() else { break };
+                self.discard(&mut st, m, DeathReason::Maxlen);
+            }
+            (r, std::mem::take(&mut st.dead))
+        };
+        self.route_dead(dead);
+        result.map(|sync| Published {
+            sync,
+            rejected: false,
+        })
+    }
+
+    /// Delivers ready messages to consumers with credit.
+    pub fn dispatch(self: &Arc<Self>) {
+        let dead = {
+            let mut st = self.lock();
+            self.dispatch_locked(&mut st, now_ms());
+            std::mem::take(&mut st.dead)
+        };
+        self.route_dead(dead);
+    }
+
+    fn pick_consumer(&self, st: &State) -> Option<usize> {
+        let n = st.consumers.len();
+        if n == 0 {
+            return None;
+        }
+        if self.args.single_active_consumer {
+            // Only the earliest consumer is active; the others wait their turn.
+            return st.consumers[0].can_take().then_some(0);
+        }
+        let start = st.next_consumer % n;
+        let mut best: Option<usize> = None;
+        for i in 0..n {
+            let idx = (start + i) % n;
+            let c = &st.consumers[idx];
+            if best.is_some_and(|b| st.consumers[b].priority >= c.priority) {
+                continue;
+            }
+            if c.can_take() {
+                best = Some(idx);
+            }
+        }
+        best
+    }
+
+    fn dispatch_locked(self: &Arc<Self>, st: &mut State, now: u64) {
+        if self.is_deleted() {
+            return;
+        }
+        self.expire_locked(st, now);
+        while !st.store.is_empty() {
+            let Some(idx) = self.pick_consumer(st) else {
+                break;
             };
             let Some(message) = st.store.pop() else {
-                return;
+                break;
             };
-            st.next_consumer = (idx + 1) % n;
+            if message.expires_at != 0 && message.expires_at < now {
+                self.discard(st, message, DeathReason::Expired);
+                continue;
+            }
+            st.next_consumer = (idx + 1) % st.consumers.len();
             let c = &st.consumers[idx];
             if !c.no_ack {
                 c.credit.take();
@@ -248,26 +449,57 @@ impl Queue {
     }
 
     /// `basic.get`: takes the head message. Returns it with the number of messages left.
-    pub fn get(&self, no_ack: bool) -> Option<(QueuedMessage, u32)> {
-        let mut st = self.lock();
-        let m = st.store.pop()?;
-        if no_ack {
-            st.store.settle(&[Settled::from(&m)]);
-        } else {
-            st.unacked += 1;
-            st.store.delivered(&m);
-            st.store.flush();
-        }
-        Some((m, st.store.len() as u32))
+    pub fn get(self: &Arc<Self>, no_ack: bool) -> Option<(QueuedMessage, u32)> {
+        let (out, dead) = {
+            let mut st = self.lock();
+            let now = now_ms();
+            st.last_used_ms = now;
+            self.expire_locked(&mut st, now);
+            let mut out = None;
+            while let Some(m) = st.store.pop() {
+                if m.expires_at != 0 && m.expires_at < now {
+                    self.discard(&mut st, m, DeathReason::Expired);
+                    continue;
+                }
+                if no_ack {
+                    st.store.settle(&[Settled::from(&m)]);
+                } else {
+                    st.unacked += 1;
+                    st.store.delivered(&m);
+                    st.store.flush();
+                }
+                out = Some((m, st.store.len() as u32));
+                break;
+            }
+            (out, std::mem::take(&mut st.dead))
+        };
+        self.route_dead(dead);
+        out
     }
 
-    /// Settles delivered messages (ack, or reject without requeue).
+    /// Settles delivered messages for good (ack).
     pub fn settle(&self, messages: &[Settled]) {
         let mut st = self.lock();
         st.unacked = st.unacked.saturating_sub(messages.len());
         if !self.is_deleted() {
             st.store.settle(messages);
         }
+    }
+
+    /// Reject or nack without requeue: settle, and dead-letter if configured.
+    pub fn reject(self: &Arc<Self>, messages: Vec<QueuedMessage>) {
+        let dead = {
+            let mut st = self.lock();
+            st.unacked = st.unacked.saturating_sub(messages.len());
+            if self.is_deleted() {
+                return;
+            }
+            for m in messages {
+                self.discard(&mut st, m, DeathReason::Rejected);
+            }
+            std::mem::take(&mut st.dead)
+        };
+        self.route_dead(dead);
     }
 
     /// Puts delivered messages back, marked redelivered, and delivers again.
@@ -277,18 +509,22 @@ impl Queue {
         if messages.is_empty() {
             return;
         }
-        let mut st = self.lock();
-        if counted {
-            st.unacked = st.unacked.saturating_sub(messages.len());
-            for m in &mut messages {
-                m.redelivered = true;
+        let dead = {
+            let mut st = self.lock();
+            if counted {
+                st.unacked = st.unacked.saturating_sub(messages.len());
+                for m in &mut messages {
+                    m.redelivered = true;
+                }
             }
-        }
-        if self.is_deleted() {
-            return;
-        }
-        st.store.requeue(messages);
-        self.dispatch_locked(&mut st);
+            if self.is_deleted() {
+                return;
+            }
+            st.store.requeue(messages);
+            self.dispatch_locked(&mut st, now_ms());
+            std::mem::take(&mut st.dead)
+        };
+        self.route_dead(dead);
     }
 
     /// Attaches a consumer.
@@ -296,35 +532,69 @@ impl Queue {
     /// # Errors
     /// [`crate::Error::ExclusiveConsumer`] if an exclusive consumer is involved.
     pub fn add_consumer(self: &Arc<Self>, consumer: Consumer) -> Result<(), crate::Error> {
-        let mut st = self.lock();
-        if (consumer.exclusive && !st.consumers.is_empty())
-            || st.consumers.iter().any(|c| c.exclusive)
-        {
-            return Err(crate::Error::ExclusiveConsumer {
-                vhost: self.vhost.clone(),
-                queue: self.name.clone(),
-            });
-        }
-        st.consumers.push(consumer);
-        st.had_consumers = true;
-        self.dispatch_locked(&mut st);
+        let dead = {
+            let mut st = self.lock();
+            if (consumer.exclusive && !st.consumers.is_empty())
+                || st.consumers.iter().any(|c| c.exclusive)
+            {
+                return Err(crate::Error::ExclusiveConsumer {
+                    vhost: self.vhost.clone(),
+                    queue: self.name.clone(),
+                });
+            }
+            st.consumers.push(consumer);
+            st.had_consumers = true;
+            st.last_used_ms = now_ms();
+            self.dispatch_locked(&mut st, now_ms());
+            std::mem::take(&mut st.dead)
+        };
+        self.route_dead(dead);
         Ok(())
     }
 
     /// Detaches a consumer.
-    pub fn remove_consumer(&self, connection: ConnectionId, channel: u16, tag: &str) -> Removed {
-        let mut st = self.lock();
-        let before = st.consumers.len();
-        st.consumers
-            .retain(|c| !(c.connection == connection && c.channel == channel && &*c.tag == tag));
-        if st.consumers.len() == before {
-            return Removed::NotFound;
-        }
-        if st.consumers.is_empty() && self.auto_delete && st.had_consumers {
-            Removed::AutoDelete
-        } else {
-            Removed::Removed
-        }
+    pub fn remove_consumer(
+        self: &Arc<Self>,
+        connection: ConnectionId,
+        channel: u16,
+        tag: &str,
+    ) -> Removed {
+        let (removed, dead) = {
+            let mut st = self.lock();
+            let before = st.consumers.len();
+            st.consumers.retain(|c| {
+                !(c.connection == connection && c.channel == channel && &*c.tag == tag)
+            });
+            if st.consumers.len() == before {
+                return Removed::NotFound;
+            }
+            st.last_used_ms = now_ms();
+            let removed = if st.consumers.is_empty() && self.auto_delete && st.had_consumers {
+                Removed::AutoDelete
+            } else {
+                // With a single active consumer, the next one may take over now.
+                self.dispatch_locked(&mut st, now_ms());
+                Removed::Removed
+            };
+            (removed, std::mem::take(&mut st.dead))
+        };
+        self.route_dead(dead);
+        removed
+    }
+
+    /// Periodic work: expires messages at the head and reports whether the queue itself
+    /// has expired (`x-expires`: unused for that long).
+    pub fn tick(self: &Arc<Self>, now: u64) -> bool {
+        let (expired_queue, dead) = {
+            let mut st = self.lock();
+            self.expire_locked(&mut st, now);
+            let expired = self.args.expires.is_some_and(|ttl| {
+                st.consumers.is_empty() && now.saturating_sub(st.last_used_ms) >= ttl
+            });
+            (expired, std::mem::take(&mut st.dead))
+        };
+        self.route_dead(dead);
+        expired_queue
     }
 
     /// Ready messages.
@@ -347,7 +617,7 @@ impl Queue {
         self.lock().store.purge() as u32
     }
 
-    /// Marks the queue deleted, drops its messages and tells its consumers. Returns the
+    /// Marks the queue deleted, removes its files and tells its consumers. Returns the
     /// number of ready messages it had.
     pub fn delete(&self) -> u32 {
         self.deleted.store(true, Ordering::Release);
@@ -362,6 +632,14 @@ impl Queue {
         }
         count
     }
+}
+
+/// The per-message TTL from the `expiration` property (validated at publish).
+fn message_expiration(m: &Message) -> Option<u64> {
+    m.properties
+        .expiration()
+        .as_ref()
+        .and_then(|e| e.as_str().parse::<u64>().ok())
 }
 
 #[cfg(test)]
@@ -392,15 +670,11 @@ mod tests {
         }
     }
 
+    fn queue_with(args: FieldTable) -> Arc<Queue> {
+        Arc::new(Queue::new("/", "q", false, None, false, args))
+    }
     fn queue() -> Arc<Queue> {
-        Arc::new(Queue::new(
-            "/",
-            "q",
-            false,
-            None,
-            false,
-            FieldTable::default(),
-        ))
+        queue_with(FieldTable::default())
     }
     fn msg() -> Arc<Message> {
         Arc::new(Message::new(
@@ -417,10 +691,19 @@ mod tests {
             channel: 1,
             no_ack: false,
             exclusive: false,
+            priority: 0,
             credit: Arc::new(Credit::new(prefetch)),
             channel_credit: Arc::new(Credit::new(0)),
             sink,
         }
+    }
+    fn tags(sink: &Recorder) -> Vec<String> {
+        sink.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, _, _)| t.to_string())
+            .collect()
     }
 
     #[test]
@@ -434,9 +717,7 @@ mod tests {
         for _ in 0..5 {
             q.publish(msg()).unwrap();
         }
-        let got = sink.got.lock().unwrap().clone();
-        let tags: Vec<&str> = got.iter().map(|(t, _, _)| &**t).collect();
-        assert_eq!(tags, vec!["a", "b", "a", "b"]);
+        assert_eq!(tags(&sink), vec!["a", "b", "a", "b"]);
         assert_eq!(q.message_count(), 1);
         assert_eq!(q.unacked_count(), 4);
         // Settling one of a's messages lets the fifth go to a.
@@ -445,6 +726,39 @@ mod tests {
         q.dispatch();
         assert_eq!(sink.got.lock().unwrap().len(), 5);
         assert_eq!(q.message_count(), 0);
+    }
+
+    #[test]
+    fn consumer_priority_wins_while_it_has_credit() {
+        let q = queue();
+        let sink = Arc::new(Recorder::default());
+        let mut high = consumer("high", 2, sink.clone());
+        high.priority = 10;
+        q.add_consumer(consumer("low", 0, sink.clone())).unwrap();
+        q.add_consumer(high).unwrap();
+        for _ in 0..4 {
+            q.publish(msg()).unwrap();
+        }
+        assert_eq!(tags(&sink), vec!["high", "high", "low", "low"]);
+    }
+
+    #[test]
+    fn single_active_consumer_fails_over() {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-single-active-consumer".into(),
+            amq_protocol::types::AMQPValue::Boolean(true),
+        );
+        let q = queue_with(args);
+        let sink = Arc::new(Recorder::default());
+        q.add_consumer(consumer("first", 1, sink.clone())).unwrap();
+        q.add_consumer(consumer("second", 0, sink.clone())).unwrap();
+        for _ in 0..3 {
+            q.publish(msg()).unwrap();
+        }
+        assert_eq!(tags(&sink), vec!["first"]);
+        q.remove_consumer(1, 1, "first");
+        assert_eq!(tags(&sink), vec!["first", "second", "second"]);
     }
 
     #[test]
@@ -465,6 +779,43 @@ mod tests {
         assert_eq!(second.seq, 1);
         let (third, _) = q.get(true).unwrap();
         assert!(!third.redelivered);
+    }
+
+    #[test]
+    fn max_length_drop_head_and_reject_publish() {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-max-length".into(),
+            amq_protocol::types::AMQPValue::LongInt(2),
+        );
+        let q = queue_with(args.clone());
+        for _ in 0..4 {
+            assert!(!q.publish(msg()).unwrap().rejected);
+        }
+        assert_eq!(q.message_count(), 2);
+        assert_eq!(q.get(true).unwrap().0.seq, 2);
+        args.insert(
+            "x-overflow".into(),
+            amq_protocol::types::AMQPValue::LongString("reject-publish".into()),
+        );
+        let q = queue_with(args);
+        let outcomes: Vec<bool> = (0..3).map(|_| q.publish(msg()).unwrap().rejected).collect();
+        assert_eq!(outcomes, vec![false, false, true]);
+        assert_eq!(q.get(true).unwrap().0.seq, 0);
+    }
+
+    #[test]
+    fn expired_messages_are_not_delivered() {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-message-ttl".into(),
+            amq_protocol::types::AMQPValue::LongInt(1),
+        );
+        let q = queue_with(args);
+        q.publish(msg()).unwrap();
+        assert_eq!(q.message_count(), 1);
+        q.tick(now_ms() + 10);
+        assert_eq!(q.message_count(), 0);
     }
 
     #[test]

@@ -235,9 +235,9 @@ impl Storage {
     ///
     /// # Errors
     /// I/O errors.
-    pub fn queue_store(&self, vhost: &str, queue: &str) -> io::Result<SegmentStore> {
+    pub fn queue_store(&self, vhost: &str, queue: &str, levels: usize) -> io::Result<SegmentStore> {
         let dir = self.vhost_dir(vhost).join("queues").join(fnv(queue));
-        SegmentStore::open(&dir, self.config.segment)
+        SegmentStore::open(&dir, self.config.segment, levels)
     }
 
     /// Creates an empty store for a newly declared durable queue, discarding any files
@@ -245,14 +245,19 @@ impl Storage {
     ///
     /// # Errors
     /// I/O errors.
-    pub fn fresh_queue_store(&self, vhost: &str, queue: &str) -> io::Result<SegmentStore> {
+    pub fn fresh_queue_store(
+        &self,
+        vhost: &str,
+        queue: &str,
+        levels: usize,
+    ) -> io::Result<SegmentStore> {
         let dir = self.vhost_dir(vhost).join("queues").join(fnv(queue));
         match fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        SegmentStore::open(&dir, self.config.segment)
+        SegmentStore::open(&dir, self.config.segment, levels)
     }
 
     /// Writes a vhost's definitions atomically and durably.

@@ -7,7 +7,7 @@
 //! except to read counts.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use amq_protocol::types::FieldTable;
 
@@ -15,11 +15,13 @@ use crate::args::{first_difference, EXCHANGE_EQUIVALENCE_KEYS, QUEUE_EQUIVALENCE
 use crate::error::Inequivalent;
 use crate::exchange::{Destination, Exchange, ExchangeKind, ExchangeOptions};
 use crate::message::Message;
-use crate::queue::{Queue, Removed};
+use crate::queue::{DeadLetter, Queue, QueueSpec, Removed};
+use crate::queue_args::QueueArgs;
 use crate::storage::{
     table_from_hex, table_to_hex, BindingDef, Definitions, ExchangeDef, QueueDef, Storage,
     StorageError,
 };
+use crate::store::{MemoryStore, QueueStore};
 use crate::{headers, names, topic, ConnectionId, Error};
 
 /// What `queue.declare` asks for.
@@ -56,6 +58,8 @@ pub struct VHost {
     /// Serialises definition writes so a newer snapshot is never overwritten by an
     /// older one.
     save_lock: Mutex<()>,
+    /// Itself, for the queues it creates (they route dead letters through it).
+    me: Weak<VHost>,
 }
 
 /// The exchanges every vhost starts with.
@@ -70,12 +74,12 @@ pub const PREDECLARED: &[(&str, ExchangeKind)] = &[
 
 impl VHost {
     /// An in-memory vhost with the predeclared exchanges.
-    pub fn new(name: &str) -> Self {
+    pub fn new(name: &str) -> Arc<Self> {
         Self::with_storage(name, None)
     }
 
     /// A vhost whose durable entities are kept in `storage`.
-    pub fn with_storage(name: &str, storage: Option<Arc<Storage>>) -> Self {
+    pub fn with_storage(name: &str, storage: Option<Arc<Storage>>) -> Arc<Self> {
         let mut t = Topology::default();
         for (x, kind) in PREDECLARED {
             t.exchanges.insert(
@@ -83,12 +87,13 @@ impl VHost {
                 Exchange::new(x, *kind, true, false, false, FieldTable::default()),
             );
         }
-        VHost {
+        Arc::new_cyclic(|me| VHost {
             name: name.to_string(),
             topology: RwLock::new(t),
             storage,
             save_lock: Mutex::new(()),
-        }
+            me: me.clone(),
+        })
     }
 
     /// Writes the durable definitions. Must not be called with the topology lock held.
@@ -186,27 +191,27 @@ impl VHost {
         }
         let mut messages = 0u64;
         for q in &defs.queues {
-            let args = table_from_hex(&q.arguments).ok_or_else(|| corrupt(&q.name))?;
-            let store =
-                storage
-                    .queue_store(&self.name, &q.name)
-                    .map_err(|source| StorageError::Io {
-                        path: std::path::PathBuf::from(format!("queue '{}'", q.name)),
-                        source,
-                    })?;
-            use crate::store::QueueStore;
+            let arguments = table_from_hex(&q.arguments).ok_or_else(|| corrupt(&q.name))?;
+            let args = QueueArgs::parse(&arguments).unwrap_or_default();
+            let store = storage
+                .queue_store(&self.name, &q.name, args.levels())
+                .map_err(|source| StorageError::Io {
+                    path: std::path::PathBuf::from(format!("queue '{}'", q.name)),
+                    source,
+                })?;
             messages += store.len() as u64;
+            let spec = QueueSpec {
+                vhost: self.name.clone(),
+                name: q.name.clone(),
+                durable: true,
+                exclusive_owner: None,
+                auto_delete: q.auto_delete,
+                arguments,
+                args,
+            };
             t.queues.insert(
                 q.name.clone(),
-                Arc::new(Queue::with_store(
-                    &self.name,
-                    &q.name,
-                    true,
-                    None,
-                    q.auto_delete,
-                    args,
-                    Box::new(store),
-                )),
+                Arc::new(Queue::with_store(spec, Box::new(store), self.me.clone())),
             );
         }
         for b in &defs.bindings {
@@ -456,34 +461,38 @@ impl VHost {
             {
                 return Err(inequivalent(arg, r, c));
             }
+            q.touch();
             let (m, c) = (q.message_count(), q.consumer_count());
             return Ok((q, m, c));
         }
-        let q = match (&self.storage, durable) {
-            (Some(storage), true) => {
-                let store = storage.fresh_queue_store(&self.name, &name).map_err(|e| {
-                    tracing::error!(queue = %name, error = %e, "cannot create queue store");
-                    Error::Storage(e.to_string())
-                })?;
-                Arc::new(Queue::with_store(
-                    &self.name,
-                    &name,
-                    durable,
-                    owner,
-                    o.auto_delete,
-                    o.arguments,
-                    Box::new(store),
-                ))
-            }
-            _ => Arc::new(Queue::new(
-                &self.name,
-                &name,
-                durable,
-                owner,
-                o.auto_delete,
-                o.arguments,
-            )),
+        let args = QueueArgs::parse(&o.arguments).map_err(|e| {
+            Error::InvalidArg(format!(
+                "invalid arg '{}' for queue '{}' in vhost '{}': {}",
+                e.arg, name, self.name, e.reason
+            ))
+        })?;
+        let levels = args.levels();
+        let spec = QueueSpec {
+            vhost: self.name.clone(),
+            name: name.clone(),
+            durable,
+            exclusive_owner: owner,
+            auto_delete: o.auto_delete,
+            arguments: o.arguments,
+            args,
         };
+        let store: Box<dyn QueueStore> = match (&self.storage, durable) {
+            (Some(storage), true) => Box::new(
+                storage
+                    .fresh_queue_store(&self.name, &name, levels)
+                    .map_err(|e| {
+                        tracing::error!(queue = %name, error = %e, "cannot create queue store");
+                        Error::Storage(e.to_string())
+                    })?,
+            ),
+            _ => Box::new(MemoryStore::new(levels)),
+        };
+        let q = Arc::new(Queue::with_store(spec, store, self.me.clone()));
         t.queues.insert(name, q.clone());
         drop(t);
         if durable {
@@ -765,7 +774,8 @@ impl VHost {
     }
 
     /// The queues a message published to `exchange` with `routing_key` goes to, each
-    /// once, following exchange-to-exchange bindings (loops are cut).
+    /// once, following exchange-to-exchange bindings and alternate exchanges (loops are
+    /// cut). `CC` and `BCC` headers add routing keys.
     ///
     /// # Errors
     /// 404 for a missing exchange, 403 for an internal one.
@@ -775,11 +785,26 @@ impl VHost {
         routing_key: &str,
         message: &Message,
     ) -> Result<Vec<Arc<Queue>>, Error> {
+        let keys = message.routing_keys(routing_key);
+        self.route_keys(exchange, &keys, message, true)
+    }
+
+    /// [`VHost::route`] with explicit routing keys.
+    ///
+    /// # Errors
+    /// 404 for a missing exchange, 403 for an internal one if `check_internal`.
+    pub fn route_keys(
+        &self,
+        exchange: &str,
+        keys: &[&str],
+        message: &Message,
+        check_internal: bool,
+    ) -> Result<Vec<Arc<Queue>>, Error> {
         let t = self.read();
         if exchange.is_empty() {
             let mut out: Vec<Arc<Queue>> = Vec::with_capacity(1);
-            for key in message.routing_keys(routing_key) {
-                if let Some(q) = t.queues.get(key) {
+            for key in keys {
+                if let Some(q) = t.queues.get(*key) {
                     if !out.iter().any(|o| Arc::ptr_eq(o, q)) {
                         out.push(q.clone());
                     }
@@ -791,13 +816,12 @@ impl VHost {
             .exchanges
             .get(exchange)
             .ok_or_else(|| self.exchange_not_found(exchange))?;
-        if x.internal {
+        if check_internal && x.internal {
             return Err(Error::InternalExchange {
                 vhost: self.name.clone(),
                 exchange: exchange.to_string(),
             });
         }
-        let keys = message.routing_keys(routing_key);
         let split_keys: Vec<Vec<&str>> = keys.iter().map(|k| topic::split(k)).collect();
         let headers = message.headers();
         let mut out: Vec<Arc<Queue>> = Vec::new();
@@ -842,6 +866,61 @@ impl VHost {
             }
         }
         Ok(out)
+    }
+
+    /// Publishes messages a queue dead-lettered to its dead-letter exchange. Called with
+    /// no lock held. A missing dead-letter exchange drops them, as RabbitMQ does; a
+    /// target that would close a cycle without a rejection is skipped.
+    pub fn dead_letter(&self, from: &Arc<Queue>, dead: Vec<DeadLetter>) {
+        let Some(dlx) = from.args.dead_letter_exchange.as_deref() else {
+            return;
+        };
+        let now_secs = crate::queue::now_ms() / 1000;
+        for d in dead {
+            let (msg, keys) = crate::deadletter::dead_lettered(
+                &d.message,
+                &from.name,
+                d.reason,
+                dlx,
+                from.args.dead_letter_routing_key.as_deref(),
+                now_secs,
+            );
+            let msg = Arc::new(msg);
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let queues = match self.route_keys(dlx, &keys, &msg, false) {
+                Ok(q) => q,
+                Err(e) => {
+                    tracing::debug!(queue = %from.name, error = %e, "dead letter dropped");
+                    continue;
+                }
+            };
+            for q in queues {
+                if crate::deadletter::is_cycle(&msg, &q.name) {
+                    tracing::debug!(queue = %q.name, "dead-letter cycle: message dropped");
+                    continue;
+                }
+                if let Err(e) = q.publish(msg.clone()) {
+                    tracing::error!(queue = %q.name, error = %e, "cannot store a dead-lettered message");
+                }
+            }
+        }
+    }
+
+    /// Periodic work: message expiry at queue heads and `x-expires` queue expiry.
+    pub fn tick(&self, now_ms: u64) {
+        let timed: Vec<Arc<Queue>> = self
+            .read()
+            .queues
+            .values()
+            .filter(|q| q.has_timers())
+            .cloned()
+            .collect();
+        for q in timed {
+            if q.tick(now_ms) {
+                tracing::info!(vhost = %self.name, queue = %q.name, "queue expired (x-expires)");
+                self.remove_queue(&q);
+            }
+        }
     }
 }
 

@@ -57,6 +57,21 @@ struct ChannelConsumer {
     queue: Arc<Queue>,
 }
 
+/// What happened to a published message in its queues.
+#[derive(Debug, Default, Clone, Copy)]
+struct Stored {
+    /// A queue refused it (length limit with reject-publish).
+    rejected: bool,
+    /// A disk write failed.
+    failed: bool,
+}
+
+impl Stored {
+    fn nack(self) -> bool {
+        self.rejected || self.failed
+    }
+}
+
 /// A publish held back by a transaction.
 #[derive(Debug)]
 struct PendingPublish {
@@ -585,7 +600,19 @@ impl Channel {
             )));
         }
         let q = ctx.vhost.queue(&name, ctx.id).map_err(amqp)?;
+        let priority = match c.arguments.inner().get("x-priority") {
+            None => 0,
+            Some(v) => int_arg(v).ok_or_else(|| {
+                AmqpError::precondition_failed(format!(
+                    "invalid arg 'x-priority' for queue '{}' in vhost '{}': {{unacceptable_type,{}}}",
+                    name,
+                    ctx.vhost.name,
+                    warren_broker::args::type_name(v)
+                ))
+            })?,
+        };
         let consumer = Consumer {
+            priority,
             tag: tag.clone(),
             connection: ctx.id,
             channel: ch,
@@ -661,9 +688,13 @@ impl Channel {
         }
         for (q, msgs) in &mut groups {
             match how {
-                Settle::Ack | Settle::Drop => {
+                Settle::Ack => {
                     let settled: Vec<Settled> = msgs.iter().map(Settled::from).collect();
                     q.settle(&settled);
+                    q.dispatch();
+                }
+                Settle::Drop => {
+                    q.reject(std::mem::take(msgs));
                     q.dispatch();
                 }
                 Settle::Requeue => q.requeue(std::mem::take(msgs), true),
@@ -744,7 +775,7 @@ impl Channel {
                 let stored = self.route_and_store(ctx, out, pending, &mut files);
                 if let Mode::Confirm(c) = &mut self.mode {
                     c.files = files;
-                    if !stored? {
+                    if stored?.nack() {
                         c.failed.push(seq);
                     }
                 }
@@ -757,14 +788,14 @@ impl Channel {
     }
 
     /// Routes and enqueues a message. Files written for it are added to `files` (to be
-    /// synced before it is confirmed). Returns false if a disk write failed.
+    /// synced before it is confirmed).
     fn route_and_store(
         &mut self,
         ctx: &Ctx,
         out: &mut BytesMut,
         p: PendingPublish,
         files: &mut Vec<Arc<File>>,
-    ) -> Result<bool, AmqpError> {
+    ) -> Result<Stored, AmqpError> {
         let queues = ctx
             .vhost
             .route(&p.exchange, &p.routing_key, &p.message)
@@ -780,7 +811,7 @@ impl Channel {
                     ctx.frame_max,
                 );
             }
-            return Ok(true);
+            return Ok(Stored::default());
         }
         // Sender-selected distribution: BCC routes but must not reach consumers.
         let message = if p.message.has_bcc() {
@@ -788,22 +819,25 @@ impl Channel {
         } else {
             p.message
         };
-        let mut ok = true;
+        let mut stored = Stored::default();
         for q in &queues {
             match q.publish(message.clone()) {
-                Ok(Some(f)) => {
-                    if !files.iter().any(|g| Arc::ptr_eq(g, &f)) {
-                        files.push(f);
+                Ok(published) => {
+                    // x-overflow reject-publish: the publisher gets basic.nack.
+                    stored.rejected |= published.rejected;
+                    if let Some(f) = published.sync {
+                        if !files.iter().any(|g| Arc::ptr_eq(g, &f)) {
+                            files.push(f);
+                        }
                     }
                 }
-                Ok(None) => {}
                 Err(e) => {
                     tracing::error!(queue = %q.name, error = %e, "cannot write a persistent message");
-                    ok = false;
+                    stored.failed = true;
                 }
             }
         }
-        Ok(ok)
+        Ok(stored)
     }
 
     /// Sends the publisher confirms owed, coalesced with `multiple`, or hands them to the
@@ -928,7 +962,7 @@ impl Channel {
                 let mut files = Vec::new();
                 let mut ok = true;
                 for p in txn.publishes {
-                    ok &= self.route_and_store(ctx, out, p, &mut files)?;
+                    ok &= !self.route_and_store(ctx, out, p, &mut files)?.failed;
                 }
                 for (how, taken) in txn.settles {
                     self.apply_settle(how, taken);
@@ -1069,6 +1103,20 @@ impl Channel {
             })),
         );
     }
+}
+
+fn int_arg(v: &warren_codec::types::AMQPValue) -> Option<i64> {
+    use warren_codec::types::AMQPValue as V;
+    Some(match v {
+        V::ShortShortInt(x) => i64::from(*x),
+        V::ShortShortUInt(x) => i64::from(*x),
+        V::ShortInt(x) => i64::from(*x),
+        V::ShortUInt(x) => i64::from(*x),
+        V::LongInt(x) => i64::from(*x),
+        V::LongUInt(x) => i64::from(*x),
+        V::LongLongInt(x) => *x,
+        _ => return None,
+    })
 }
 
 /// RabbitMQ's `rabbit_basic:parse_expiration`: a non-negative integer of milliseconds,

@@ -11,7 +11,8 @@ pub fn amqp(err: Error) -> AmqpError {
         Error::Inequivalent(_)
         | Error::InUse { .. }
         | Error::NotEmpty { .. }
-        | Error::BindingInvalid(_) => ReplyCode::PreconditionFailed,
+        | Error::BindingInvalid(_)
+        | Error::InvalidArg(_) => ReplyCode::PreconditionFailed,
         Error::ReservedName { .. }
         | Error::DefaultExchange
         | Error::SystemExchange { .. }

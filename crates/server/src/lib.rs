@@ -62,6 +62,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     monitor: tokio::task::JoinHandle<()>,
+    ticker: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -83,10 +84,11 @@ impl Running {
 
     /// Stops accepting, closes every connection with 320 CONNECTION_FORCED and waits for
     /// the connection tasks to finish (at most a few seconds).
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
         self.monitor.abort();
+        self.ticker.abort();
     }
 }
 
@@ -104,6 +106,16 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+impl Drop for Running {
+    /// Dropping without [`Running::shutdown`] still stops the broker's tasks, so the
+    /// data directory is released once connections finish.
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        self.monitor.abort();
+        self.ticker.abort();
+    }
 }
 
 /// Opens the data directory (recovering durable state), binds the listener and starts
@@ -146,6 +158,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     });
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, shared.clone(), rx));
+    let ticker = tokio::spawn(tick_loop(shared.broker.clone()));
     info!(address = %local_addr, "Server startup complete; AMQP listener on {local_addr}");
     Ok(Running {
         local_addr,
@@ -153,7 +166,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown: tx,
         task,
         monitor,
+        ticker,
     })
+}
+
+/// Message TTL and queue expiry: every queue with timers is looked at every 25 ms. The
+/// observable behaviour does not depend on this period: expired messages are also
+/// dropped whenever a queue is about to deliver or answer basic.get.
+async fn tick_loop(broker: Arc<Broker>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(25));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = warren_broker::queue::now_ms();
+        for vhost in broker.vhosts() {
+            vhost.tick(now);
+        }
+    }
 }
 
 async fn accept_loop(

@@ -1,17 +1,45 @@
 //! Ready messages held in memory only (transient queues).
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::sync::Arc;
 
+use super::ready::{Item, ReadyList};
 use super::QueueStore;
 use crate::message::QueuedMessage;
 
+impl Item for QueuedMessage {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn level(&self) -> usize {
+        usize::from(self.priority)
+    }
+    fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+}
+
 /// Ready messages held in memory.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
-    ready: VecDeque<QueuedMessage>,
+    ready: ReadyList<QueuedMessage>,
     bytes: u64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new(1)
+    }
+}
+
+impl MemoryStore {
+    /// A store with `levels` priority levels (1 for a plain queue).
+    pub fn new(levels: usize) -> Self {
+        MemoryStore {
+            ready: ReadyList::new(levels),
+            bytes: 0,
+        }
+    }
 }
 
 impl QueueStore for MemoryStore {
@@ -27,21 +55,21 @@ impl QueueStore for MemoryStore {
         Some(m)
     }
 
+    fn pop_expired(&mut self, now_ms: u64) -> Option<QueuedMessage> {
+        let m = self.ready.pop_expired(now_ms)?;
+        self.bytes -= m.message.body.len() as u64;
+        Some(m)
+    }
+
+    fn next_expiry(&self) -> Option<u64> {
+        self.ready.next_expiry()
+    }
+
     fn requeue(&mut self, mut messages: Vec<QueuedMessage>) {
-        messages.sort_by_key(|m| m.seq);
-        // Common case: everything goes back in front of the current head.
-        let head = self.ready.front().map_or(u64::MAX, |m| m.seq);
-        if messages.last().is_some_and(|m| m.seq < head) {
-            for m in messages.into_iter().rev() {
-                self.bytes += m.message.body.len() as u64;
-                self.ready.push_front(m);
-            }
-            return;
-        }
+        messages.sort_by_key(|m| std::cmp::Reverse(m.seq));
         for m in messages {
             self.bytes += m.message.body.len() as u64;
-            let at = self.ready.partition_point(|x| x.seq < m.seq);
-            self.ready.insert(at, m);
+            self.ready.insert_by_seq(m);
         }
     }
 
@@ -55,7 +83,7 @@ impl QueueStore for MemoryStore {
 
     fn purge(&mut self) -> usize {
         let n = self.ready.len();
-        self.ready.clear();
+        self.ready.drain();
         self.bytes = 0;
         n
     }
@@ -66,7 +94,6 @@ mod tests {
     use super::*;
     use crate::message::Message;
     use bytes::Bytes;
-    use std::sync::Arc;
 
     fn qm(seq: u64) -> QueuedMessage {
         QueuedMessage {
@@ -79,6 +106,8 @@ mod tests {
             )),
             redelivered: false,
             loc: None,
+            priority: 0,
+            expires_at: 0,
         }
     }
 

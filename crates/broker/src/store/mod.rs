@@ -5,6 +5,7 @@
 
 mod memory;
 mod persister;
+mod ready;
 mod segment;
 
 use std::fmt::Debug;
@@ -55,8 +56,12 @@ pub trait QueueStore: Send + Debug {
     /// # Errors
     /// The disk write failed.
     fn push(&mut self, message: QueuedMessage) -> std::io::Result<Option<Arc<File>>>;
-    /// Takes the message at the head.
+    /// Takes the message at the head (highest priority first).
     fn pop(&mut self) -> Option<QueuedMessage>;
+    /// Takes an expired message from the head of a priority level, if any.
+    fn pop_expired(&mut self, now_ms: u64) -> Option<QueuedMessage>;
+    /// The earliest expiry (epoch ms) among the heads, if any.
+    fn next_expiry(&self) -> Option<u64>;
     /// Records that a message taken by `pop` was handed to a client that will ack it
     /// (so that it comes back marked redelivered after a restart).
     fn delivered(&mut self, _message: &QueuedMessage) {}

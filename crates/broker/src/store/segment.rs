@@ -9,15 +9,15 @@
 //! On-disk layout, in the queue's directory:
 //!
 //! ```text
-//! 00000001.seg   records: len:u32 crc32:u32 | seq:u64 xlen:u8 exchange rklen:u8
-//!                routing_key plen:u32 properties body      (crc over the part after |,
-//!                whose length is len)
+//! 00000001.seg   records: len:u32 crc32:u32 | seq:u64 expires_at:u64 priority:u8
+//!                xlen:u8 exchange rklen:u8 routing_key plen:u32 properties body
+//!                (crc over the part after |, whose length is len)
 //! 00000001.mrk   marks: kind:u8 seq:u64 (1 = delivered, 2 = settled)
 //! ```
 //!
 //! Transient messages in a durable queue are not written; they live in the index only.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::ready::{Item, ReadyList};
 use super::{DiskLoc, QueueStore, Settled};
 use crate::message::{decode_properties, Message, QueuedMessage};
 
@@ -61,6 +62,20 @@ struct Entry {
     /// `None` when the body was paged out (persisted messages only).
     msg: Option<Arc<Message>>,
     body_len: u64,
+    priority: u8,
+    expires_at: u64,
+}
+
+impl Item for Entry {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn level(&self) -> usize {
+        usize::from(self.priority)
+    }
+    fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
 }
 
 #[derive(Debug)]
@@ -77,7 +92,7 @@ struct Segment {
 pub struct SegmentStore {
     dir: PathBuf,
     cfg: SegmentConfig,
-    ready: VecDeque<Entry>,
+    ready: ReadyList<Entry>,
     bytes: u64,
     cached: u64,
     segments: BTreeMap<u32, Segment>,
@@ -96,16 +111,19 @@ fn mark_path(dir: &Path, n: u32) -> PathBuf {
 }
 
 /// Encodes a message as one record.
-fn encode_record(seq: u64, m: &Message) -> Vec<u8> {
+fn encode_record(q: &QueuedMessage) -> Vec<u8> {
+    let m = &q.message;
     let x = m.exchange.as_bytes();
     let r = m.routing_key.as_bytes();
     let xl = x.len().min(255);
     let rl = r.len().min(255);
-    let payload_len = 8 + 1 + xl + 1 + rl + 4 + m.raw_properties.len() + m.body.len();
+    let payload_len = 17 + 1 + xl + 1 + rl + 4 + m.raw_properties.len() + m.body.len();
     let mut rec = Vec::with_capacity(8 + payload_len);
     rec.extend_from_slice(&(payload_len as u32).to_be_bytes());
     rec.extend_from_slice(&[0; 4]);
-    rec.extend_from_slice(&seq.to_be_bytes());
+    rec.extend_from_slice(&q.seq.to_be_bytes());
+    rec.extend_from_slice(&q.expires_at.to_be_bytes());
+    rec.push(q.priority);
     rec.push(xl as u8);
     rec.extend_from_slice(&x[..xl]);
     rec.push(rl as u8);
@@ -118,8 +136,16 @@ fn encode_record(seq: u64, m: &Message) -> Vec<u8> {
     rec
 }
 
+/// What a record holds besides the message.
+#[derive(Debug, Clone, Copy)]
+struct RecordMeta {
+    seq: u64,
+    expires_at: u64,
+    priority: u8,
+}
+
 /// Decodes the part of a record after its 8-byte header (already checksummed).
-fn decode_payload(p: &[u8]) -> Option<(u64, Message)> {
+fn decode_payload(p: &[u8]) -> Option<(RecordMeta, Message)> {
     let take = |at: &mut usize, n: usize| -> Option<&[u8]> {
         let s = p.get(*at..*at + n)?;
         *at += n;
@@ -127,6 +153,8 @@ fn decode_payload(p: &[u8]) -> Option<(u64, Message)> {
     };
     let mut at = 0;
     let seq = u64::from_be_bytes(take(&mut at, 8)?.try_into().ok()?);
+    let expires_at = u64::from_be_bytes(take(&mut at, 8)?.try_into().ok()?);
+    let priority = *take(&mut at, 1)?.first()?;
     let xl = usize::from(*take(&mut at, 1)?.first()?);
     let exchange = std::str::from_utf8(take(&mut at, xl)?).ok()?.to_string();
     let rl = usize::from(*take(&mut at, 1)?.first()?);
@@ -136,7 +164,11 @@ fn decode_payload(p: &[u8]) -> Option<(u64, Message)> {
     let body = Bytes::copy_from_slice(p.get(at..)?);
     let properties = decode_properties(&raw)?;
     Some((
-        seq,
+        RecordMeta {
+            seq,
+            expires_at,
+            priority,
+        },
         Message {
             exchange,
             routing_key,
@@ -149,7 +181,7 @@ fn decode_payload(p: &[u8]) -> Option<(u64, Message)> {
 
 /// One record read during recovery.
 struct Recovered {
-    seq: u64,
+    meta: RecordMeta,
     loc: DiskLoc,
     body_len: u64,
     msg: Option<Arc<Message>>,
@@ -185,7 +217,7 @@ fn scan_segment(
         if r.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
             return Ok((out, offset, false));
         }
-        let Some((seq, msg)) = decode_payload(&payload) else {
+        let Some((meta, msg)) = decode_payload(&payload) else {
             return Ok((out, offset, false));
         };
         let body_len = msg.body.len() as u64;
@@ -197,7 +229,7 @@ fn scan_segment(
             None
         };
         out.push(Recovered {
-            seq,
+            meta,
             loc: DiskLoc {
                 segment,
                 offset,
@@ -235,11 +267,12 @@ fn open_segment_file(path: &Path) -> io::Result<File> {
 }
 
 impl SegmentStore {
-    /// Opens (creating if needed) the store in `dir` and recovers its messages.
+    /// Opens (creating if needed) the store in `dir`, with `levels` priority levels, and
+    /// recovers its messages.
     ///
     /// # Errors
     /// The directory or a file in it cannot be read or written.
-    pub fn open(dir: &Path, cfg: SegmentConfig) -> io::Result<Self> {
+    pub fn open(dir: &Path, cfg: SegmentConfig, levels: usize) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
         let mut numbers: Vec<u32> = Vec::new();
         for entry in fs::read_dir(dir)? {
@@ -284,20 +317,27 @@ impl SegmentStore {
         let mut ready: Vec<Entry> = Vec::new();
         let mut next_seq = 0;
         for r in records {
-            next_seq = next_seq.max(r.seq + 1);
-            if settled.contains(&r.seq) {
+            let seq = r.meta.seq;
+            next_seq = next_seq.max(seq + 1);
+            if settled.contains(&seq) {
                 continue;
             }
             *live.entry(r.loc.segment).or_default() += 1;
             ready.push(Entry {
-                seq: r.seq,
-                redelivered: delivered.contains(&r.seq),
+                seq,
+                redelivered: delivered.contains(&seq),
                 loc: Some(r.loc),
                 msg: r.msg,
                 body_len: r.body_len,
+                priority: r.meta.priority,
+                expires_at: r.meta.expires_at,
             });
         }
         ready.sort_by_key(|e| e.seq);
+        let mut list = ReadyList::new(levels);
+        for e in ready {
+            list.push_back(e);
+        }
         let mut segments = BTreeMap::new();
         for (n, (_, size)) in per_segment {
             let l = live.get(&n).copied().unwrap_or(0);
@@ -327,8 +367,8 @@ impl SegmentStore {
                 marks: None,
             },
         );
-        let bytes = ready.iter().map(|e| e.body_len).sum();
-        let cached = ready
+        let bytes = list.iter().map(|e| e.body_len).sum();
+        let cached = list
             .iter()
             .filter(|e| e.msg.is_some())
             .map(|e| e.body_len)
@@ -336,7 +376,7 @@ impl SegmentStore {
         Ok(SegmentStore {
             dir: dir.to_path_buf(),
             cfg,
-            ready: ready.into(),
+            ready: list,
             bytes,
             cached,
             segments,
@@ -405,6 +445,41 @@ impl SegmentStore {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "undecodable record"))
     }
 
+    /// Turns an index entry back into a queued message, reading the body if paged out.
+    fn materialise(&mut self, e: Entry) -> Option<QueuedMessage> {
+        self.bytes -= e.body_len;
+        let message = match e.msg {
+            Some(m) => {
+                if e.loc.is_some() {
+                    self.cached = self.cached.saturating_sub(e.body_len);
+                }
+                m
+            }
+            None => {
+                let loc = e.loc?;
+                match self.load(loc) {
+                    Ok(m) => Arc::new(m),
+                    Err(err) => {
+                        tracing::error!(dir = %self.dir.display(), seq = e.seq, error = %err, "cannot read a queued message from disk; dropping it");
+                        self.settle_one(Settled {
+                            seq: e.seq,
+                            loc: Some(loc),
+                        });
+                        return None;
+                    }
+                }
+            }
+        };
+        Some(QueuedMessage {
+            seq: e.seq,
+            message,
+            redelivered: e.redelivered,
+            loc: e.loc,
+            priority: e.priority,
+            expires_at: e.expires_at,
+        })
+    }
+
     /// Files on disk (segments and mark files), for tests and diagnostics.
     pub fn segment_count(&self) -> usize {
         self.segments.len()
@@ -432,10 +507,12 @@ impl QueueStore for SegmentStore {
                 loc: None,
                 msg: Some(message.message),
                 body_len,
+                priority: message.priority,
+                expires_at: message.expires_at,
             });
             return Ok(None);
         }
-        let rec = encode_record(message.seq, &message.message);
+        let rec = encode_record(&message);
         let written = self.roll_if_full(rec.len() as u64).and_then(|()| {
             let seg = self
                 .segments
@@ -464,6 +541,8 @@ impl QueueStore for SegmentStore {
                     loc: Some(loc),
                     msg: keep.then_some(message.message),
                     body_len,
+                    priority: message.priority,
+                    expires_at: message.expires_at,
                 });
                 Ok(Some(file))
             }
@@ -474,6 +553,8 @@ impl QueueStore for SegmentStore {
                     loc: None,
                     msg: Some(message.message),
                     body_len,
+                    priority: message.priority,
+                    expires_at: message.expires_at,
                 });
                 Err(e)
             }
@@ -482,37 +563,24 @@ impl QueueStore for SegmentStore {
 
     fn pop(&mut self) -> Option<QueuedMessage> {
         while let Some(e) = self.ready.pop_front() {
-            self.bytes -= e.body_len;
-            let message = match e.msg {
-                Some(m) => {
-                    if e.loc.is_some() {
-                        self.cached = self.cached.saturating_sub(e.body_len);
-                    }
-                    m
-                }
-                None => {
-                    let Some(loc) = e.loc else { continue };
-                    match self.load(loc) {
-                        Ok(m) => Arc::new(m),
-                        Err(err) => {
-                            tracing::error!(dir = %self.dir.display(), seq = e.seq, error = %err, "cannot read a queued message from disk; dropping it");
-                            self.settle_one(Settled {
-                                seq: e.seq,
-                                loc: Some(loc),
-                            });
-                            continue;
-                        }
-                    }
-                }
-            };
-            return Some(QueuedMessage {
-                seq: e.seq,
-                message,
-                redelivered: e.redelivered,
-                loc: e.loc,
-            });
+            if let Some(m) = self.materialise(e) {
+                return Some(m);
+            }
         }
         None
+    }
+
+    fn pop_expired(&mut self, now_ms: u64) -> Option<QueuedMessage> {
+        while let Some(e) = self.ready.pop_expired(now_ms) {
+            if let Some(m) = self.materialise(e) {
+                return Some(m);
+            }
+        }
+        None
+    }
+
+    fn next_expiry(&self) -> Option<u64> {
+        self.ready.next_expiry()
     }
 
     fn delivered(&mut self, m: &QueuedMessage) {
@@ -531,19 +599,15 @@ impl QueueStore for SegmentStore {
             if m.loc.is_some() {
                 self.cached += body_len;
             }
-            let entry = Entry {
+            self.ready.insert_by_seq(Entry {
                 seq: m.seq,
                 redelivered: m.redelivered,
                 loc: m.loc,
                 msg: Some(m.message),
                 body_len,
-            };
-            if self.ready.front().is_none_or(|f| f.seq > entry.seq) {
-                self.ready.push_front(entry);
-            } else {
-                let at = self.ready.partition_point(|x| x.seq < entry.seq);
-                self.ready.insert(at, entry);
-            }
+                priority: m.priority,
+                expires_at: m.expires_at,
+            });
         }
     }
 
@@ -605,7 +669,8 @@ impl QueueStore for SegmentStore {
         let n = self.ready.len();
         let all: Vec<Settled> = self
             .ready
-            .drain(..)
+            .drain()
+            .into_iter()
             .map(|e| Settled {
                 seq: e.seq,
                 loc: e.loc,
@@ -622,7 +687,7 @@ impl QueueStore for SegmentStore {
     }
 
     fn destroy(&mut self) {
-        self.ready.clear();
+        self.ready.drain();
         self.segments.clear();
         self.pending_marks.clear();
         if let Err(e) = fs::remove_dir_all(&self.dir) {
@@ -653,6 +718,8 @@ mod tests {
             message: msg(body, persistent),
             redelivered: false,
             loc: None,
+            priority: 0,
+            expires_at: 0,
         }
     }
 
@@ -667,7 +734,7 @@ mod tests {
     fn persistent_messages_survive_reopen_in_order_and_transient_do_not() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = SegmentStore::open(dir.path(), small()).unwrap();
+            let mut s = SegmentStore::open(dir.path(), small(), 1).unwrap();
             for i in 0..20u64 {
                 let persistent = i % 4 != 3;
                 let r = s
@@ -677,7 +744,7 @@ mod tests {
             }
             assert!(s.segment_count() > 1, "small segments must roll");
         }
-        let mut s = SegmentStore::open(dir.path(), small()).unwrap();
+        let mut s = SegmentStore::open(dir.path(), small(), 1).unwrap();
         let got: Vec<(u64, Vec<u8>)> = std::iter::from_fn(|| s.pop())
             .map(|m| (m.seq, m.message.body.to_vec()))
             .collect();
@@ -695,7 +762,7 @@ mod tests {
     fn settled_messages_stay_gone_and_delivered_come_back_redelivered() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = SegmentStore::open(dir.path(), small()).unwrap();
+            let mut s = SegmentStore::open(dir.path(), small(), 1).unwrap();
             for i in 0..6u64 {
                 s.push(qm(i, b"x", true)).unwrap();
             }
@@ -706,7 +773,7 @@ mod tests {
             s.settle(&[Settled::from(&a)]);
             s.flush();
         }
-        let mut s = SegmentStore::open(dir.path(), small()).unwrap();
+        let mut s = SegmentStore::open(dir.path(), small(), 1).unwrap();
         let first = s.pop().unwrap();
         assert_eq!(first.seq, 1);
         assert!(first.redelivered);
@@ -719,7 +786,7 @@ mod tests {
     #[test]
     fn fully_settled_segments_are_reclaimed() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = SegmentStore::open(dir.path(), small()).unwrap();
+        let mut s = SegmentStore::open(dir.path(), small(), 1).unwrap();
         for i in 0..40u64 {
             s.push(qm(i, &[7u8; 40], true)).unwrap();
         }
@@ -733,7 +800,7 @@ mod tests {
         // Only the current (open) segment and its marks file remain.
         assert!(after.len() <= 2, "{after:?}");
         drop(s);
-        let s = SegmentStore::open(dir.path(), small()).unwrap();
+        let s = SegmentStore::open(dir.path(), small(), 1).unwrap();
         assert_eq!(s.len(), 0);
     }
 
@@ -746,6 +813,7 @@ mod tests {
                 segment_bytes: 1 << 20,
                 cache_bytes: 10,
             },
+            1,
         )
         .unwrap();
         for i in 0..5u64 {
@@ -764,7 +832,7 @@ mod tests {
     fn torn_and_corrupt_tails_are_dropped_keeping_intact_records() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = SegmentStore::open(dir.path(), SegmentConfig::default()).unwrap();
+            let mut s = SegmentStore::open(dir.path(), SegmentConfig::default(), 1).unwrap();
             for i in 0..10u64 {
                 s.push(qm(i, format!("m{i}").as_bytes(), true)).unwrap();
             }
@@ -776,7 +844,7 @@ mod tests {
         f.set_len(len - 5).unwrap();
         drop(f);
         {
-            let mut s = SegmentStore::open(dir.path(), SegmentConfig::default()).unwrap();
+            let mut s = SegmentStore::open(dir.path(), SegmentConfig::default(), 1).unwrap();
             let seqs: Vec<u64> = std::iter::from_fn(|| s.pop()).map(|m| m.seq).collect();
             assert_eq!(seqs, (0..9).collect::<Vec<_>>());
         }
@@ -785,7 +853,7 @@ mod tests {
         let f = OpenOptions::new().write(true).open(&seg).unwrap();
         f.write_all_at(&[0xFF], len - 1).unwrap();
         drop(f);
-        let mut s = SegmentStore::open(dir.path(), SegmentConfig::default()).unwrap();
+        let mut s = SegmentStore::open(dir.path(), SegmentConfig::default(), 1).unwrap();
         let seqs: Vec<u64> = std::iter::from_fn(|| s.pop()).map(|m| m.seq).collect();
         assert_eq!(seqs, (0..8).collect::<Vec<_>>());
     }
@@ -803,7 +871,7 @@ mod tests {
         }
         fs::write(seg_path(dir.path(), 1), &junk).unwrap();
         fs::write(mark_path(dir.path(), 1), &junk[..100]).unwrap();
-        let s = SegmentStore::open(dir.path(), SegmentConfig::default()).unwrap();
+        let s = SegmentStore::open(dir.path(), SegmentConfig::default(), 1).unwrap();
         assert_eq!(s.len(), 0);
     }
 }
