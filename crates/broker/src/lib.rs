@@ -28,6 +28,7 @@ pub mod exchange;
 pub mod headers;
 pub mod message;
 pub mod names;
+pub mod policy;
 pub mod queue;
 pub mod queue_args;
 pub mod storage;
@@ -54,6 +55,8 @@ pub type ConnectionId = u64;
 pub struct Broker {
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     storage: Option<Arc<Storage>>,
+    /// Policies per vhost name, applied to vhosts as they are created.
+    policies: HashMap<String, Vec<policy::Policy>>,
 }
 
 impl Default for Broker {
@@ -68,6 +71,7 @@ impl Broker {
         let b = Broker {
             vhosts: RwLock::new(HashMap::new()),
             storage: None,
+            policies: HashMap::new(),
         };
         b.add_vhost("/");
         b
@@ -78,10 +82,18 @@ impl Broker {
     ///
     /// # Errors
     /// Unreadable definitions or queue stores.
-    pub fn with_storage(storage: Arc<Storage>) -> Result<Self, StorageError> {
+    pub fn with_storage(
+        storage: Arc<Storage>,
+        policies: Vec<(String, policy::Policy)>,
+    ) -> Result<Self, StorageError> {
+        let mut by_vhost: HashMap<String, Vec<policy::Policy>> = HashMap::new();
+        for (vhost, p) in policies {
+            by_vhost.entry(vhost).or_default().push(p);
+        }
         let b = Broker {
             vhosts: RwLock::new(HashMap::new()),
             storage: Some(storage.clone()),
+            policies: by_vhost,
         };
         let started = std::time::Instant::now();
         let mut queues = 0;
@@ -112,7 +124,13 @@ impl Broker {
         let mut vhosts = self.vhosts.write().unwrap_or_else(|e| e.into_inner());
         vhosts
             .entry(name.to_string())
-            .or_insert_with(|| VHost::with_storage(name, self.storage.clone()))
+            .or_insert_with(|| {
+                let v = VHost::with_storage(name, self.storage.clone());
+                if let Some(p) = self.policies.get(name) {
+                    v.set_policies(p.clone());
+                }
+                v
+            })
             .clone()
     }
 

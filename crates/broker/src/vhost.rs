@@ -45,7 +45,13 @@ pub struct QueueOptions {
 struct Topology {
     exchanges: HashMap<String, Exchange>,
     queues: HashMap<String, Arc<Queue>>,
+    /// Direct reply-to pseudo-queues (`amq.rabbitmq.reply-to.*`), reachable only through
+    /// the default exchange.
+    reply_queues: HashMap<String, Arc<Queue>>,
 }
+
+/// The pseudo-queue of RabbitMQ's direct reply-to.
+pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 /// A virtual host.
 #[derive(Debug)]
@@ -60,6 +66,8 @@ pub struct VHost {
     save_lock: Mutex<()>,
     /// Itself, for the queues it creates (they route dead letters through it).
     me: Weak<VHost>,
+    /// Operator policies from the configuration.
+    policies: RwLock<Vec<crate::policy::Policy>>,
 }
 
 /// The exchanges every vhost starts with.
@@ -93,7 +101,37 @@ impl VHost {
             storage,
             save_lock: Mutex::new(()),
             me: me.clone(),
+            policies: RwLock::new(Vec::new()),
         })
+    }
+
+    /// Replaces the vhost's policies. They apply to queues declared (or recovered)
+    /// afterwards and to exchanges at once.
+    pub fn set_policies(&self, policies: Vec<crate::policy::Policy>) {
+        *self.policies.write().unwrap_or_else(|e| e.into_inner()) = policies;
+    }
+
+    /// A queue's effective arguments: declared arguments merged with its policy.
+    fn effective_args(&self, name: &str, arguments: &FieldTable, args: QueueArgs) -> QueueArgs {
+        let policies = self.policies.read().unwrap_or_else(|e| e.into_inner());
+        match crate::policy::matching(&policies, name, true) {
+            Some(p) => crate::policy::apply_to_queue(
+                args,
+                arguments.contains_key("x-overflow"),
+                &p.definition,
+            ),
+            None => args,
+        }
+    }
+
+    /// An exchange's alternate exchange: its argument, else its policy's.
+    pub fn alternate_exchange_of(&self, x: &Exchange) -> Option<String> {
+        if let Some(ae) = x.alternate_exchange() {
+            return Some(ae.to_string());
+        }
+        let policies = self.policies.read().unwrap_or_else(|e| e.into_inner());
+        crate::policy::matching(&policies, &x.name, false)
+            .and_then(|p| p.definition.alternate_exchange.clone())
     }
 
     /// Writes the durable definitions. Must not be called with the topology lock held.
@@ -193,6 +231,7 @@ impl VHost {
         for q in &defs.queues {
             let arguments = table_from_hex(&q.arguments).ok_or_else(|| corrupt(&q.name))?;
             let args = QueueArgs::parse(&arguments).unwrap_or_default();
+            let args = self.effective_args(&q.name, &arguments, args);
             let store = storage
                 .queue_store(&self.name, &q.name, args.levels())
                 .map_err(|source| StorageError::Io {
@@ -471,6 +510,7 @@ impl VHost {
                 e.arg, name, self.name, e.reason
             ))
         })?;
+        let args = self.effective_args(&name, &o.arguments, args);
         let levels = args.levels();
         let spec = QueueSpec {
             vhost: self.name.clone(),
@@ -804,7 +844,12 @@ impl VHost {
         if exchange.is_empty() {
             let mut out: Vec<Arc<Queue>> = Vec::with_capacity(1);
             for key in keys {
-                if let Some(q) = t.queues.get(*key) {
+                let q = t.queues.get(*key).or_else(|| {
+                    key.strip_prefix(REPLY_TO)
+                        .filter(|rest| rest.starts_with('.'))
+                        .and_then(|_| t.reply_queues.get(*key))
+                });
+                if let Some(q) = q {
                     if !out.iter().any(|o| Arc::ptr_eq(o, q)) {
                         out.push(q.clone());
                     }
@@ -837,9 +882,9 @@ impl VHost {
             }
             if dests.is_empty() {
                 // Unroutable here: try the exchange's alternate exchange.
-                if let Some(ae) = x.alternate_exchange() {
-                    if seen_exchanges.insert(ae) {
-                        if let Some(next) = t.exchanges.get(ae) {
+                if let Some(ae) = self.alternate_exchange_of(x) {
+                    if let Some((name, next)) = t.exchanges.get_key_value(ae.as_str()) {
+                        if seen_exchanges.insert(name.as_str()) {
                             work.push(next);
                         }
                     }
@@ -866,6 +911,31 @@ impl VHost {
             }
         }
         Ok(out)
+    }
+
+    /// Creates a direct reply-to pseudo-queue for a consumer of `amq.rabbitmq.reply-to`
+    /// on `connection`. Replies published to its name through the default exchange reach
+    /// that consumer.
+    pub fn create_reply_queue(&self, connection: ConnectionId) -> Arc<Queue> {
+        let name = format!("{REPLY_TO}.{}", names::queue_name().trim_start_matches("amq.gen-"));
+        let q = Arc::new(Queue::new(
+            &self.name,
+            &name,
+            false,
+            Some(connection),
+            false,
+            FieldTable::default(),
+        ));
+        self.write().reply_queues.insert(name, q.clone());
+        q
+    }
+
+    /// Removes a direct reply-to pseudo-queue (its consumer went away).
+    pub fn drop_reply_queue(&self, q: &Arc<Queue>) {
+        let removed = self.write().reply_queues.remove(&q.name);
+        if removed.is_some() {
+            q.delete();
+        }
     }
 
     /// Publishes messages a queue dead-lettered to its dead-letter exchange. Called with

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use warren_broker::message::decode_properties;
 use warren_broker::store::{Persister, Settled};
+use warren_broker::vhost::REPLY_TO;
 use warren_broker::{
     Consumer, Credit, Delivery, ExchangeOptions, Message, Queue, QueueOptions, QueuedMessage, VHost,
 };
@@ -55,6 +56,8 @@ struct Unacked {
 #[derive(Debug)]
 struct ChannelConsumer {
     queue: Arc<Queue>,
+    /// A direct reply-to consumer: its queue is a pseudo-queue owned by this channel.
+    reply: bool,
 }
 
 /// What happened to a published message in its queues.
@@ -139,6 +142,8 @@ pub struct Channel {
     mode: Mode,
     /// Last queue declared on this channel, for methods that name queue "".
     last_queue: Option<String>,
+    /// The direct reply-to pseudo-queue of this channel's reply consumer.
+    reply_queue: Option<Arc<Queue>>,
 }
 
 fn short(s: &str) -> ShortString {
@@ -164,6 +169,7 @@ impl Channel {
             channel_credit: Arc::new(Credit::new(0)),
             mode: Mode::Plain,
             last_queue: None,
+            reply_queue: None,
         }
     }
 
@@ -468,7 +474,7 @@ impl Channel {
             basic::AMQPMethod::Cancel(c) => {
                 let tag: Arc<str> = c.consumer_tag.as_str().into();
                 if let Some(cc) = self.consumers.remove(&tag) {
-                    ctx.vhost.consumer_removed(&cc.queue, ctx.id, ch, &tag);
+                    self.release_consumer(ctx, &tag, cc);
                 }
                 if !c.nowait {
                     method_frame(
@@ -588,7 +594,15 @@ impl Channel {
         c: basic::Consume,
     ) -> Result<(), AmqpError> {
         let ch = self.id;
-        let name = self.queue_name(c.queue.as_str())?;
+        let reply = c.queue.as_str() == REPLY_TO;
+        if reply && !c.no_ack {
+            return Err(AmqpError::precondition_failed("reply consumer cannot acknowledge"));
+        }
+        let name = if reply {
+            String::new()
+        } else {
+            self.queue_name(c.queue.as_str())?
+        };
         let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
             warren_broker::names::consumer_tag().into()
         } else {
@@ -599,7 +613,11 @@ impl Channel {
                 "attempt to reuse consumer tag '{tag}'"
             )));
         }
-        let q = ctx.vhost.queue(&name, ctx.id).map_err(amqp)?;
+        let q = if reply {
+            ctx.vhost.create_reply_queue(ctx.id)
+        } else {
+            ctx.vhost.queue(&name, ctx.id).map_err(amqp)?
+        };
         let priority = match c.arguments.inner().get("x-priority") {
             None => 0,
             Some(v) => int_arg(v).ok_or_else(|| {
@@ -625,8 +643,11 @@ impl Channel {
         // Deliveries the queue makes right away travel through the connection's inbox,
         // so they are written after this consume-ok.
         q.add_consumer(consumer).map_err(amqp)?;
+        if reply {
+            self.reply_queue = Some(q.clone());
+        }
         self.consumers
-            .insert(tag.clone(), ChannelConsumer { queue: q });
+            .insert(tag.clone(), ChannelConsumer { queue: q, reply });
         if !c.nowait {
             method_frame(
                 out,
@@ -703,6 +724,17 @@ impl Channel {
         self.dispatch_all();
     }
 
+    fn release_consumer(&mut self, ctx: &Ctx, tag: &str, c: ChannelConsumer) {
+        if c.reply {
+            ctx.vhost.drop_reply_queue(&c.queue);
+            if self.reply_queue.as_ref().is_some_and(|q| Arc::ptr_eq(q, &c.queue)) {
+                self.reply_queue = None;
+            }
+        } else {
+            ctx.vhost.consumer_removed(&c.queue, ctx.id, self.id, tag);
+        }
+    }
+
     /// Gives every consumer's queue a chance to deliver (after credit was returned).
     pub fn dispatch_all(&self) {
         let mut seen: Vec<&Arc<Queue>> = Vec::new();
@@ -746,6 +778,20 @@ impl Channel {
         if let Some(exp) = properties.expiration() {
             check_expiration(exp.as_str())?;
         }
+        let (raw_properties, properties) =
+            if properties.reply_to().as_ref().is_some_and(|r| r.as_str() == REPLY_TO) {
+                // Direct reply-to: point the reply at this channel's pseudo-queue.
+                let Some(rq) = &self.reply_queue else {
+                    return Err(AmqpError::precondition_failed(
+                        "fast reply consumer does not exist",
+                    ));
+                };
+                let p = properties.with_reply_to(short(&rq.name));
+                let raw = encode_properties(&p).unwrap_or(raw_properties);
+                (raw, p)
+            } else {
+                (raw_properties, properties)
+            };
         let message = Arc::new(Message {
             exchange: exchange.to_string(),
             routing_key: p.routing_key.to_string(),
@@ -1074,7 +1120,7 @@ impl Channel {
     pub fn close(&mut self, ctx: &Ctx) {
         self.closing = true;
         for (tag, c) in std::mem::take(&mut self.consumers) {
-            ctx.vhost.consumer_removed(&c.queue, ctx.id, self.id, &tag);
+            self.release_consumer(ctx, &tag, c);
         }
         if let Mode::Tx(txn) = &mut self.mode {
             let txn = std::mem::take(txn);
@@ -1103,6 +1149,13 @@ impl Channel {
             })),
         );
     }
+}
+
+fn encode_properties(p: &basic::AMQPProperties) -> Option<Bytes> {
+    use warren_codec::protocol::basic::gen_properties;
+    gen_properties(p)(amq_protocol::frame::WriteContext::from(Vec::new()))
+        .ok()
+        .map(|c| Bytes::from(c.write))
 }
 
 fn int_arg(v: &warren_codec::types::AMQPValue) -> Option<i64> {

@@ -30,6 +30,8 @@ pub struct Config {
     pub resources: Resources,
     /// Durable storage.
     pub storage: Storage,
+    /// Policies (RabbitMQ's `set_policy`), applied to matching queues and exchanges.
+    pub policies: Vec<warren_broker::policy::PolicyConfig>,
 }
 
 /// Durable storage settings.
@@ -102,6 +104,7 @@ impl Default for Config {
             vhosts: vec!["/".into()],
             resources: Resources::default(),
             storage: Storage::default(),
+            policies: Vec::new(),
         }
     }
 }
@@ -249,6 +252,9 @@ impl Config {
                 "storage.segment_bytes must be at least 4096".into(),
             ));
         }
+        for p in &self.policies {
+            warren_broker::policy::Policy::compile(p).map_err(ConfigError::Invalid)?;
+        }
         if self.limits.max_connections == 0 {
             return Err(ConfigError::Invalid(
                 "limits.max_connections must be at least 1".into(),
@@ -273,6 +279,18 @@ mod tests {
         assert_eq!(c.limits.heartbeat_secs, d.limits.heartbeat_secs);
         assert_eq!(c.limits.max_message_bytes, d.limits.max_message_bytes);
         assert_eq!(c.auth.loopback_users, d.auth.loopback_users);
+    }
+
+    #[test]
+    fn policies_parse_and_bad_ones_are_refused() {
+        let ok = "[[policies]]\nname = \"ttl\"\npattern = \"^tmp\\\\.\"\napply_to = \"queues\"\npriority = 1\ndefinition = { message-ttl = 1000, dead-letter-exchange = \"dlx\" }\n";
+        let c = Config::from_toml(ok, Path::new("x")).unwrap();
+        assert_eq!(c.policies.len(), 1);
+        assert_eq!(c.policies[0].definition.message_ttl, Some(1000));
+        let bad = "[[policies]]\nname = \"x\"\npattern = \"(\"\ndefinition = {}\n";
+        assert!(Config::from_toml(bad, Path::new("x")).is_err());
+        let unknown = "[[policies]]\nname = \"x\"\npattern = \".*\"\ndefinition = { max-priority = 5 }\n";
+        assert!(Config::from_toml(unknown, Path::new("x")).is_err());
     }
 
     #[test]

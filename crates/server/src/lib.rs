@@ -135,7 +135,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             },
         },
     )?;
-    let broker = Arc::new(Broker::with_storage(storage)?);
+    let mut policies = Vec::new();
+    for p in &config.policies {
+        match warren_broker::policy::Policy::compile(p) {
+            Ok(compiled) => policies.push((p.vhost.clone(), compiled)),
+            Err(e) => warn!(error = %e, "ignoring invalid policy"),
+        }
+    }
+    let broker = Arc::new(Broker::with_storage(storage, policies)?);
     for vhost in &config.vhosts {
         broker.add_vhost(vhost);
     }

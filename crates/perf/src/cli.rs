@@ -1,0 +1,143 @@
+//! The command line, modelled on RabbitMQ PerfTest and lavinmqperf.
+
+use clap::Parser;
+
+use crate::error::PerfError;
+
+/// warren-perf: an AMQP 0-9-1 load generator for Warren and RabbitMQ.
+///
+/// Producers publish to one or more queues (or a fanout exchange) for --duration seconds
+/// while consumers drain them; it prints per-second and total publish/consume rates,
+/// publish-to-deliver latency percentiles and the broker's RSS, then one line starting
+/// with `JSON ` that holds every number. Queues it declared are deleted at the end.
+#[derive(Debug, Clone, Parser, serde::Serialize)]
+#[command(name = "warren-perf", version, about, long_about)]
+pub struct Cli {
+    /// Broker URI.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub uri: String,
+    /// Publishing connections (one channel each).
+    #[arg(long, short = 'x', default_value_t = 1)]
+    pub producers: usize,
+    /// Consuming connections (one channel and one consumer each), spread over the queues.
+    #[arg(long, short = 'y', default_value_t = 1)]
+    pub consumers: usize,
+    /// Message body size in bytes. Latency needs at least 8 (a timestamp in the first
+    /// 8 bytes; bytes 8..16 carry the producer's sequence number).
+    #[arg(long, short = 's', default_value_t = 16)]
+    pub size: usize,
+    /// How long producers and consumers run, in seconds.
+    #[arg(long, short = 'z', default_value_t = 10.0)]
+    pub duration: f64,
+    /// Consume with no_ack=true (automatic acknowledgement).
+    #[arg(long, short = 'a')]
+    pub auto_ack: bool,
+    /// With manual acks: acknowledge every N-th delivery with multiple=true (1 = ack
+    /// each delivery alone).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub multiple_ack_every: u32,
+    /// basic.qos prefetch count per consumer (0 = unlimited, no basic.qos sent).
+    #[arg(long, short = 'q', default_value_t = 0)]
+    pub prefetch: u16,
+    /// Publisher confirms, with at most N unconfirmed messages per producer.
+    #[arg(long, short = 'c', value_name = "N")]
+    pub confirm: Option<usize>,
+    /// Publish with delivery_mode 2 (persistent).
+    #[arg(long)]
+    pub persistent: bool,
+    /// Declare the queues (and the fanout exchange) durable.
+    #[arg(long)]
+    pub durable: bool,
+    /// Number of queues. Producer i publishes to queue i mod Q, consumer j consumes from
+    /// queue j mod Q.
+    #[arg(long, default_value_t = 1, value_name = "Q")]
+    pub queues: usize,
+    /// Publish to one fanout exchange bound to all Q queues instead of to a queue.
+    #[arg(long)]
+    pub fanout: bool,
+    /// Publish at a fixed rate (messages per second per producer) instead of as fast as
+    /// possible; for latency runs.
+    #[arg(long, short = 'r', value_name = "MSG_PER_S")]
+    pub rate: Option<f64>,
+    /// Idle-connection mode: open N connections with one channel each, hold them for
+    /// --duration seconds and report the broker's RSS growth per connection (needs
+    /// --broker-pid). No messages are sent.
+    #[arg(long, value_name = "N")]
+    pub idle_connections: Option<usize>,
+    /// Seconds to wait after opening the idle connections before sampling RSS.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub idle_settle: f64,
+    /// The broker's process id, to report its resident memory (/proc/PID/status VmRSS)
+    /// and CPU time.
+    #[arg(long, value_name = "PID")]
+    pub broker_pid: Option<u32>,
+    /// Prefix of the queue and exchange names (default: warren-perf-<pid>).
+    #[arg(long, value_name = "PREFIX")]
+    pub queue_prefix: Option<String>,
+    /// Publishes each producer keeps in flight inside the client when not using
+    /// confirms. lapin hands each publish to its I/O thread and resolves it once written;
+    /// awaiting them one at a time would measure that round trip, not the broker.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub pipeline: usize,
+    /// Start-up probe mode: connect (handshake up to connection.open-ok) every
+    /// millisecond until it succeeds, then print the time since --since-unix-ns.
+    #[arg(long)]
+    pub startup_probe: bool,
+    /// The moment the broker process was started, in nanoseconds since the Unix epoch
+    /// (`date +%s%N`); default: when the probe started.
+    #[arg(long, value_name = "NS")]
+    pub since_unix_ns: Option<u128>,
+    /// Give up the start-up probe after this many seconds.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub startup_timeout: f64,
+    /// Print no per-second lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl Cli {
+    /// Checks the combinations clap cannot.
+    ///
+    /// # Errors
+    /// [`PerfError::Options`] naming the problem.
+    pub fn validate(&self) -> Result<(), PerfError> {
+        let bad = |s: &str| Err(PerfError::Options(s.to_string()));
+        if !(self.duration > 0.0 && self.duration.is_finite()) {
+            return bad("--duration must be a positive number of seconds");
+        }
+        if self.startup_probe || self.idle_connections.is_some() {
+            return Ok(());
+        }
+        if self.queues == 0 {
+            return bad("--queues must be at least 1");
+        }
+        if self.producers == 0 && self.consumers == 0 {
+            return bad("nothing to do: no producers and no consumers");
+        }
+        if self.multiple_ack_every == 0 {
+            return bad("--multiple-ack-every must be at least 1");
+        }
+        if self.confirm == Some(0) {
+            return bad("--confirm must be at least 1");
+        }
+        if self.pipeline == 0 {
+            return bad("--pipeline must be at least 1");
+        }
+        if let Some(r) = self.rate {
+            if !(r > 0.0 && r.is_finite()) {
+                return bad("--rate must be positive");
+            }
+        }
+        if self.fanout && self.consumers > 0 && self.consumers < self.queues {
+            return bad("--fanout needs at least one consumer per queue (--consumers >= --queues)");
+        }
+        Ok(())
+    }
+
+    /// The name prefix for queues and the exchange.
+    pub fn prefix(&self) -> String {
+        self.queue_prefix
+            .clone()
+            .unwrap_or_else(|| format!("warren-perf-{}", std::process::id()))
+    }
+}
