@@ -512,3 +512,45 @@ async fn damaged_segment_tail_is_dropped_and_intact_messages_kept() {
     assert_eq!(seqs, (1000..1009).collect::<Vec<_>>());
     broker.kill9();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_data_directories_are_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = Broker::start(dir.path());
+    // A second broker on the same directory: clear error, non-zero exit.
+    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["--listen", "127.0.0.1:0", "--config", "/dev/null", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run warren");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("locked by another running Warren"), "{err}");
+    running.kill9();
+
+    // Another format version: refused, VERSION file unchanged.
+    std::fs::write(dir.path().join("VERSION"), "999\n").expect("write version");
+    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["--listen", "127.0.0.1:0", "--config", "/dev/null", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run warren");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("format version '999'"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("VERSION")).expect("read"),
+        "999\n"
+    );
+
+    // A path that cannot be a directory (a regular file).
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["--listen", "127.0.0.1:0", "--config", "/dev/null", "--data-dir"])
+        .arg(&file)
+        .output()
+        .expect("run warren");
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read(&file).expect("read"), b"x");
+}

@@ -89,7 +89,10 @@ impl Policy {
         let pattern = Regex::new(&c.pattern)
             .map_err(|e| format!("policy '{}': invalid pattern: {e}", c.name))?;
         if let Some(o) = &c.definition.overflow {
-            if !matches!(o.as_str(), "drop-head" | "reject-publish" | "reject-publish-dlx") {
+            if !matches!(
+                o.as_str(),
+                "drop-head" | "reject-publish" | "reject-publish-dlx"
+            ) {
                 return Err(format!("policy '{}': invalid overflow '{o}'", c.name));
             }
         }
@@ -130,7 +133,11 @@ fn min_of(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 }
 
 /// Merges a policy into a queue's declared arguments.
-pub fn apply_to_queue(mut args: QueueArgs, declared_overflow: bool, p: &PolicyDefinition) -> QueueArgs {
+pub fn apply_to_queue(
+    mut args: QueueArgs,
+    declared_overflow: bool,
+    p: &PolicyDefinition,
+) -> QueueArgs {
     args.message_ttl = min_of(args.message_ttl, p.message_ttl);
     args.expires = min_of(args.expires, p.expires);
     args.max_length = min_of(args.max_length, p.max_length);
@@ -172,7 +179,15 @@ mod tests {
     #[test]
     fn highest_priority_match_and_precedence() {
         let ps = vec![
-            policy("low", ".*", 0, PolicyDefinition { max_length: Some(5), ..Default::default() }),
+            policy(
+                "low",
+                ".*",
+                0,
+                PolicyDefinition {
+                    max_length: Some(5),
+                    ..Default::default()
+                },
+            ),
             policy(
                 "high",
                 "^tmp\\.",
@@ -194,7 +209,11 @@ mod tests {
         };
         let eff = apply_to_queue(declared, false, &ps[1].definition);
         assert_eq!(eff.message_ttl, Some(1000), "lower TTL wins");
-        assert_eq!(eff.dead_letter_exchange.as_deref(), Some("mine"), "argument wins");
+        assert_eq!(
+            eff.dead_letter_exchange.as_deref(),
+            Some("mine"),
+            "argument wins"
+        );
     }
 
     #[test]

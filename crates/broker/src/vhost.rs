@@ -50,6 +50,34 @@ struct Topology {
     reply_queues: HashMap<String, Arc<Queue>>,
 }
 
+/// A set of names for routing: a short vector for the usual small fan-out (no hashing,
+/// no allocation until the second element), a hash set past 16 entries.
+#[derive(Default)]
+struct Seen<'a> {
+    small: Vec<&'a str>,
+    large: Option<HashSet<&'a str>>,
+}
+
+impl<'a> Seen<'a> {
+    /// Adds `name`; returns whether it was new.
+    fn insert(&mut self, name: &'a str) -> bool {
+        if let Some(set) = &mut self.large {
+            return set.insert(name);
+        }
+        if self.small.contains(&name) {
+            return false;
+        }
+        if self.small.len() >= 16 {
+            let mut set: HashSet<&str> = self.small.drain(..).collect();
+            set.insert(name);
+            self.large = Some(set);
+        } else {
+            self.small.push(name);
+        }
+        true
+    }
+}
+
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
@@ -867,18 +895,27 @@ impl VHost {
                 exchange: exchange.to_string(),
             });
         }
-        let split_keys: Vec<Vec<&str>> = keys.iter().map(|k| topic::split(k)).collect();
+        // Topic exchanges need the keys split into words; compute that only if one is met.
+        let mut split_keys: Option<Vec<Vec<&str>>> = None;
         let headers = message.headers();
         let mut out: Vec<Arc<Queue>> = Vec::new();
-        let mut seen_queues: HashSet<&str> = HashSet::new();
-        let mut seen_exchanges: HashSet<&str> = HashSet::new();
+        let mut seen_queues = Seen::default();
+        let mut seen_exchanges = Seen::default();
         let mut work: Vec<&Exchange> = vec![x];
         seen_exchanges.insert(exchange);
         let mut dests = Vec::new();
         while let Some(x) = work.pop() {
             dests.clear();
-            for (key, words) in keys.iter().zip(&split_keys) {
-                x.route(key, words, headers, &mut dests);
+            if x.kind == ExchangeKind::Topic {
+                let split = split_keys
+                    .get_or_insert_with(|| keys.iter().map(|k| topic::split(k)).collect());
+                for (key, words) in keys.iter().zip(split.iter()) {
+                    x.route(key, words, headers, &mut dests);
+                }
+            } else {
+                for key in keys {
+                    x.route(key, &[], headers, &mut dests);
+                }
             }
             if dests.is_empty() {
                 // Unroutable here: try the exchange's alternate exchange.
@@ -917,7 +954,10 @@ impl VHost {
     /// on `connection`. Replies published to its name through the default exchange reach
     /// that consumer.
     pub fn create_reply_queue(&self, connection: ConnectionId) -> Arc<Queue> {
-        let name = format!("{REPLY_TO}.{}", names::queue_name().trim_start_matches("amq.gen-"));
+        let name = format!(
+            "{REPLY_TO}.{}",
+            names::queue_name().trim_start_matches("amq.gen-")
+        );
         let q = Arc::new(Queue::new(
             &self.name,
             &name,
@@ -1036,6 +1076,26 @@ mod tests {
         v.bind_queue("q", "t", "#", &none, 1).unwrap();
         v.bind_queue("q", "t", "a.b", &none, 1).unwrap();
         assert_eq!(names(v.route("t", "a.b", &msg("a.b")).unwrap()), vec!["q"]);
+    }
+
+    #[test]
+    fn large_fan_out_reaches_each_queue_once() {
+        let v = VHost::new("/");
+        declare_x(&v, "f", "fanout");
+        declare_x(&v, "g", "fanout");
+        let none = FieldTable::default();
+        v.bind_exchange("g", "f", "", &none).unwrap();
+        for i in 0..40 {
+            let q = format!("q{i}");
+            declare_q(&v, &q);
+            v.bind_queue(&q, "f", "", &none, 1).unwrap();
+            v.bind_queue(&q, "g", "", &none, 1).unwrap();
+        }
+        let routed = names(v.route("f", "", &msg("")).unwrap());
+        assert_eq!(routed.len(), 40);
+        let mut dedup = routed.clone();
+        dedup.dedup();
+        assert_eq!(dedup, routed);
     }
 
     #[test]
