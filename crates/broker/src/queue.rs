@@ -183,6 +183,9 @@ pub struct Queue {
     pub args: QueueArgs,
     vhost_ref: Weak<VHost>,
     deleted: AtomicBool,
+    /// Set once a message with a per-message TTL was queued, so the periodic tick can
+    /// skip queues that never need it without taking their lock.
+    expiring: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -238,6 +241,7 @@ impl Queue {
             args: spec.args,
             vhost_ref,
             deleted: AtomicBool::new(false),
+            expiring: AtomicBool::new(store.next_expiry().is_some()),
             state: Mutex::new(State {
                 store,
                 next_seq,
@@ -273,11 +277,9 @@ impl Queue {
 
     /// Whether the queue needs the periodic [`Queue::tick`] (TTL or expiry).
     pub fn has_timers(&self) -> bool {
-        self.args.expires.is_some() || self.args.message_ttl.is_some() || self.may_have_expiring()
-    }
-
-    fn may_have_expiring(&self) -> bool {
-        self.lock().store.next_expiry().is_some()
+        self.args.expires.is_some()
+            || self.args.message_ttl.is_some()
+            || self.expiring.load(Ordering::Relaxed)
     }
 
     /// Marks the queue as used (redeclared), for `x-expires`.
@@ -345,7 +347,11 @@ impl Queue {
                 Some(max) => message.properties.priority().unwrap_or(0).min(max),
                 None => 0,
             };
-            let ttl = match (self.args.message_ttl, message_expiration(&message)) {
+            let per_message = message_expiration(&message);
+            if per_message.is_some() {
+                self.expiring.store(true, Ordering::Relaxed);
+            }
+            let ttl = match (self.args.message_ttl, per_message) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
