@@ -495,8 +495,7 @@ async fn damaged_segment_tail_is_dropped_and_intact_messages_kept() {
     broker.kill9();
     let seg = segment_files(dir.path())
         .into_iter()
-        .filter(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))
-        .last()
+        .rfind(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))
         .expect("segment");
     let len = std::fs::metadata(&seg).expect("meta").len();
     use std::os::unix::fs::FileExt;
@@ -519,7 +518,13 @@ async fn unusable_data_directories_are_refused_and_left_untouched() {
     let running = Broker::start(dir.path());
     // A second broker on the same directory: clear error, non-zero exit.
     let out = Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["--listen", "127.0.0.1:0", "--config", "/dev/null", "--data-dir"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            "/dev/null",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .expect("run warren");
@@ -531,7 +536,13 @@ async fn unusable_data_directories_are_refused_and_left_untouched() {
     // Another format version: refused, VERSION file unchanged.
     std::fs::write(dir.path().join("VERSION"), "999\n").expect("write version");
     let out = Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["--listen", "127.0.0.1:0", "--config", "/dev/null", "--data-dir"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            "/dev/null",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .expect("run warren");
@@ -547,7 +558,13 @@ async fn unusable_data_directories_are_refused_and_left_untouched() {
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["--listen", "127.0.0.1:0", "--config", "/dev/null", "--data-dir"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            "/dev/null",
+            "--data-dir",
+        ])
         .arg(&file)
         .output()
         .expect("run warren");

@@ -144,7 +144,7 @@ pub fn table_from_hex(s: &str) -> Option<FieldTable> {
     if s.is_empty() {
         return Some(FieldTable::default());
     }
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..s.len())

@@ -347,7 +347,7 @@ mod tests {
                 buf.extend_from_slice(&[(x & 0xff) as u8]);
             }
             // Often make it look like a method frame to reach the method parser.
-            if n > 8 && x % 2 == 0 {
+            if n > 8 && x.is_multiple_of(2) {
                 buf[0] = 1;
                 let size = (n - 8) as u32;
                 buf[3..7].copy_from_slice(&size.to_be_bytes());
