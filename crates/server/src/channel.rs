@@ -596,7 +596,9 @@ impl Channel {
         let ch = self.id;
         let reply = c.queue.as_str() == REPLY_TO;
         if reply && !c.no_ack {
-            return Err(AmqpError::precondition_failed("reply consumer cannot acknowledge"));
+            return Err(AmqpError::precondition_failed(
+                "reply consumer cannot acknowledge",
+            ));
         }
         let name = if reply {
             String::new()
@@ -727,7 +729,11 @@ impl Channel {
     fn release_consumer(&mut self, ctx: &Ctx, tag: &str, c: ChannelConsumer) {
         if c.reply {
             ctx.vhost.drop_reply_queue(&c.queue);
-            if self.reply_queue.as_ref().is_some_and(|q| Arc::ptr_eq(q, &c.queue)) {
+            if self
+                .reply_queue
+                .as_ref()
+                .is_some_and(|q| Arc::ptr_eq(q, &c.queue))
+            {
                 self.reply_queue = None;
             }
         } else {
@@ -778,20 +784,23 @@ impl Channel {
         if let Some(exp) = properties.expiration() {
             check_expiration(exp.as_str())?;
         }
-        let (raw_properties, properties) =
-            if properties.reply_to().as_ref().is_some_and(|r| r.as_str() == REPLY_TO) {
-                // Direct reply-to: point the reply at this channel's pseudo-queue.
-                let Some(rq) = &self.reply_queue else {
-                    return Err(AmqpError::precondition_failed(
-                        "fast reply consumer does not exist",
-                    ));
-                };
-                let p = properties.with_reply_to(short(&rq.name));
-                let raw = encode_properties(&p).unwrap_or(raw_properties);
-                (raw, p)
-            } else {
-                (raw_properties, properties)
+        let (raw_properties, properties) = if properties
+            .reply_to()
+            .as_ref()
+            .is_some_and(|r| r.as_str() == REPLY_TO)
+        {
+            // Direct reply-to: point the reply at this channel's pseudo-queue.
+            let Some(rq) = &self.reply_queue else {
+                return Err(AmqpError::precondition_failed(
+                    "fast reply consumer does not exist",
+                ));
             };
+            let p = properties.with_reply_to(short(&rq.name));
+            let raw = encode_properties(&p).unwrap_or(raw_properties);
+            (raw, p)
+        } else {
+            (raw_properties, properties)
+        };
         let message = Arc::new(Message {
             exchange: exchange.to_string(),
             routing_key: p.routing_key.to_string(),

@@ -289,7 +289,8 @@ mod tests {
         assert_eq!(c.policies[0].definition.message_ttl, Some(1000));
         let bad = "[[policies]]\nname = \"x\"\npattern = \"(\"\ndefinition = {}\n";
         assert!(Config::from_toml(bad, Path::new("x")).is_err());
-        let unknown = "[[policies]]\nname = \"x\"\npattern = \".*\"\ndefinition = { max-priority = 5 }\n";
+        let unknown =
+            "[[policies]]\nname = \"x\"\npattern = \".*\"\ndefinition = { max-priority = 5 }\n";
         assert!(Config::from_toml(unknown, Path::new("x")).is_err());
     }
 
