@@ -12,6 +12,7 @@ Everything here is plain pika (BlockingConnection) plus a few small helpers:
 
 import contextlib
 import os
+import struct
 import time
 import uuid
 
@@ -335,3 +336,103 @@ def exchange_exists(conn, name):
         return False
     c.close()
     return True
+
+
+# --------------------------------------------------------------------------
+# Helpers for the RabbitMQ-extension tests (TTL, DLX, max-length, ...)
+
+def queue_routable(pub, queue):
+    """True if a mandatory publish of an empty message to ``queue`` through
+    the default exchange is routed; False if it comes back unroutable.
+
+    ``pub`` must be a confirm-mode channel.  Unlike a passive queue.declare,
+    this does not count as "using" the queue, so it can poll a queue with
+    x-expires without renewing its lease (the probe message is left in the
+    queue)."""
+    try:
+        pub.basic_publish("", queue, b"", mandatory=True)
+    except pex.UnroutableError:
+        return False
+    return True
+
+
+def wait_get(ch, queue, timeout=5.0, auto_ack=True):
+    """basic.get ``queue`` until a message arrives (e.g. one that is being
+    dead-lettered); returns (method, properties, body)."""
+    box = []
+
+    def got():
+        m, p, b = ch.basic_get(queue, auto_ack=auto_ack)
+        if m is not None:
+            box.append((m, p, b))
+        return bool(box)
+
+    eventually(got, timeout=timeout, msg=f"no message arrived in {queue!r}")
+    return box[0]
+
+
+def _shortstr(buf, off):
+    n = buf[off]
+    return buf[off + 1:off + 1 + n].decode("utf-8"), off + 1 + n
+
+
+def decode_field_value(buf, off):
+    """Decode one AMQP 0-9-1 field value (RabbitMQ's type tags).  Returns
+    (type_tag, value, new_offset).  Tables decode to a list of
+    (key, tag, value) in wire order, arrays to a list of (tag, value)."""
+    tag = chr(buf[off])
+    off += 1
+    fixed = {"b": ">b", "B": ">B", "s": ">h", "u": ">H", "I": ">i",
+             "i": ">I", "l": ">q", "L": ">Q", "T": ">Q", "f": ">f",
+             "d": ">d"}
+    if tag in fixed:
+        fmt = fixed[tag]
+        (v,) = struct.unpack_from(fmt, buf, off)
+        return tag, v, off + struct.calcsize(fmt)
+    if tag in "Sx":
+        (n,) = struct.unpack_from(">I", buf, off)
+        return tag, bytes(buf[off + 4:off + 4 + n]), off + 4 + n
+    if tag == "t":
+        return tag, bool(buf[off]), off + 1
+    if tag == "D":
+        (scale, v) = struct.unpack_from(">Bi", buf, off)
+        return tag, (scale, v), off + 5
+    if tag == "V":
+        return tag, None, off
+    if tag == "F":
+        (n,) = struct.unpack_from(">I", buf, off)
+        return tag, decode_field_table(buf[off + 4:off + 4 + n]), off + 4 + n
+    if tag == "A":
+        (n,) = struct.unpack_from(">I", buf, off)
+        end, off, items = off + 4 + n, off + 4, []
+        while off < end:
+            t, v, off = decode_field_value(buf, off)
+            items.append((t, v))
+        return tag, items, end
+    raise ValueError(f"unknown field type {tag!r}")
+
+
+def decode_field_table(buf):
+    """A field table as a list of (key, type_tag, value), in wire order."""
+    off, out = 0, []
+    while off < len(buf):
+        key, off = _shortstr(buf, off)
+        tag, value, off = decode_field_value(buf, off)
+        out.append((key, tag, value))
+    return out
+
+
+def typed_headers(raw_properties):
+    """The headers table of a raw basic content-header property list (the
+    bytes after the body size), decoded with decode_field_table; None if the
+    message has no headers property."""
+    (flags,) = struct.unpack_from(">H", raw_properties, 0)
+    off = 2
+    if flags & 0x8000:  # content-type
+        _, off = _shortstr(raw_properties, off)
+    if flags & 0x4000:  # content-encoding
+        _, off = _shortstr(raw_properties, off)
+    if not flags & 0x2000:
+        return None
+    (n,) = struct.unpack_from(">I", raw_properties, off)
+    return decode_field_table(raw_properties[off + 4:off + 4 + n])

@@ -160,3 +160,19 @@ def make_exchange(ch, cleanup):
 @pytest.fixture
 def props():
     return pika.BasicProperties
+
+
+@pytest.fixture
+def raw_props(monkeypatch):
+    """Records the raw property bytes of every content header pika decodes
+    (newest last), so tests can check header field types and order with
+    amqp_support.typed_headers()."""
+    seen = []
+    real_decode = pika.spec.BasicProperties.decode
+
+    def decode(self, encoded, offset=0):
+        seen.append(bytes(encoded[offset:]))
+        return real_decode(self, encoded, offset)
+
+    monkeypatch.setattr(pika.spec.BasicProperties, "decode", decode)
+    return seen

@@ -68,6 +68,14 @@ pub fn format_value(v: &AMQPValue) -> String {
     }
 }
 
+/// `the value 'V' of type 'T'`, or `none` for an absent argument.
+pub fn describe_typed(v: Option<&AMQPValue>) -> String {
+    match v {
+        None => "none".to_string(),
+        Some(v) => format!("the value '{}' of type '{}'", format_value(v), type_name(v)),
+    }
+}
+
 /// `'V'` as RabbitMQ 3.10 prints an argument value, or `none` for an absent one.
 pub fn describe(v: Option<&AMQPValue>) -> String {
     match v {
@@ -131,7 +139,16 @@ pub fn first_difference<'a>(
             continue;
         }
         if !equivalent(r, c) {
-            return Some((key, describe(r), describe(c)));
+            // RabbitMQ prints bare values when both sides have one, and the value with
+            // its type when the other side has none.
+            return Some(match (r, c) {
+                (Some(r), Some(c)) => (
+                    key,
+                    format!("'{}'", format_value(r)),
+                    format!("'{}'", format_value(c)),
+                ),
+                _ => (key, describe_typed(r), describe_typed(c)),
+            });
         }
     }
     None
@@ -169,7 +186,7 @@ mod tests {
         let b = FieldTable::default();
         let d = first_difference(QUEUE_EQUIVALENCE_KEYS, &a, &b).unwrap();
         assert_eq!(d.0, "x-max-length");
-        assert_eq!(d.1, "'10'");
+        assert_eq!(d.1, "the value '10' of type 'signedint'");
         assert_eq!(d.2, "none");
         let mut only_custom = FieldTable::default();
         only_custom.insert("x-custom".into(), AMQPValue::LongInt(1));

@@ -21,6 +21,9 @@ pub struct Message {
     pub properties: AMQPProperties,
     /// The body.
     pub body: Bytes,
+    /// Routing keys from a `BCC` header that was removed before delivery; they still
+    /// count when the message is dead-lettered without a dead-letter routing key.
+    pub bcc: Vec<String>,
 }
 
 impl Message {
@@ -39,6 +42,7 @@ impl Message {
             raw_properties,
             properties,
             body,
+            bcc: Vec::new(),
         }
     }
 
@@ -79,9 +83,20 @@ impl Message {
     /// A copy with the `BCC` header removed and the raw properties re-encoded.
     pub fn without_bcc(&self) -> Message {
         let mut properties = self.properties.clone();
+        let mut bcc = Vec::new();
         if let Some(h) = self.properties.headers() {
             let mut inner = h.inner().clone();
-            inner.remove("BCC");
+            if let Some(AMQPValue::FieldArray(a)) = inner.remove("BCC") {
+                for v in a.as_slice() {
+                    match v {
+                        AMQPValue::LongString(s) => {
+                            bcc.push(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                        }
+                        AMQPValue::ShortString(s) => bcc.push(s.as_str().to_string()),
+                        _ => {}
+                    }
+                }
+            }
             properties = properties.with_headers(FieldTable::from(inner));
         }
         let raw = gen_properties(&properties)(WriteContext::from(Vec::new()))
@@ -93,6 +108,7 @@ impl Message {
             raw_properties: raw,
             properties,
             body: self.body.clone(),
+            bcc,
         }
     }
 

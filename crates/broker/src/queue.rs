@@ -143,6 +143,10 @@ struct State {
     last_used_ms: u64,
     /// Dead letters collected under the lock, routed after it is released.
     dead: Vec<DeadLetter>,
+    /// Single active consumer: the credit of a cancelled active consumer that still
+    /// holds unacknowledged messages. The next consumer takes over once they are settled
+    /// (acked, rejected or requeued), so it starts with requeued messages in order.
+    handing_over: Option<Arc<Credit>>,
 }
 
 /// How to build a queue.
@@ -251,6 +255,7 @@ impl Queue {
                 had_consumers: false,
                 last_used_ms: now_ms(),
                 dead: Vec::new(),
+                handing_over: None,
             }),
         }
     }
@@ -364,11 +369,13 @@ impl Queue {
                 expires_at: ttl.map_or(0, |t| now.saturating_add(t).max(1)),
             });
             self.dispatch_locked(&mut st, now);
-            // Drop-head: the oldest messages make room (after delivery had its chance).
-            while self.over_limit(&st, 0, 0) {
-                let Some(m) = st.store.pop() else { break };
-                self.discard(&mut st, m, DeathReason::Maxlen);
+            if ttl == Some(0) {
+                // TTL 0: delivered to a waiting consumer just now, or expired at once.
+                while let Some(m) = st.store.pop_expired(now) {
+                    self.discard(&mut st, m, DeathReason::Expired);
+                }
             }
+            self.trim_locked(&mut st);
             (r, std::mem::take(&mut st.dead))
         };
         self.route_dead(dead);
@@ -376,6 +383,17 @@ impl Queue {
             sync,
             rejected: false,
         })
+    }
+
+    /// Drop-head: the oldest messages make room (after delivery had its chance).
+    fn trim_locked(&self, st: &mut State) {
+        if self.args.overflow != Overflow::DropHead {
+            return;
+        }
+        while self.over_limit(st, 0, 0) {
+            let Some(m) = st.store.pop() else { break };
+            self.discard(st, m, DeathReason::Maxlen);
+        }
     }
 
     /// Delivers ready messages to consumers with credit.
@@ -394,6 +412,9 @@ impl Queue {
             return None;
         }
         if self.args.single_active_consumer {
+            if st.handing_over.as_ref().is_some_and(|c| c.used() > 0) {
+                return None;
+            }
             // Only the earliest consumer is active; the others wait their turn.
             return st.consumers[0].can_take().then_some(0);
         }
@@ -444,7 +465,12 @@ impl Queue {
             };
             let sink = c.sink.clone();
             if delivery.no_ack {
-                st.store.settle(&[Settled::from(&delivery.message)]);
+                // A persisted message is settled on disk only once the connection has
+                // written it (see `Queue::written`), so a delivery that never leaves the
+                // broker is not lost.
+                if delivery.message.loc.is_none() {
+                    st.store.settle(&[Settled::from(&delivery.message)]);
+                }
             } else {
                 st.unacked += 1;
                 st.store.delivered(&delivery.message);
@@ -483,6 +509,15 @@ impl Queue {
         out
     }
 
+    /// A no-ack delivery of persisted messages was written to the client: settle them on
+    /// disk.
+    pub fn written(&self, messages: &[Settled]) {
+        if self.is_deleted() {
+            return;
+        }
+        self.lock().store.settle(messages);
+    }
+
     /// Settles delivered messages for good (ack).
     pub fn settle(&self, messages: &[Settled]) {
         let mut st = self.lock();
@@ -511,7 +546,18 @@ impl Queue {
     /// Puts delivered messages back, marked redelivered, and delivers again.
     /// `counted` says whether they were counted as unacknowledged (not for no-ack
     /// deliveries that never reached the client).
-    pub fn requeue(self: &Arc<Self>, mut messages: Vec<QueuedMessage>, counted: bool) {
+    pub fn requeue(self: &Arc<Self>, messages: Vec<QueuedMessage>, counted: bool) {
+        self.requeue_marked(messages, counted, counted);
+    }
+
+    /// [`Queue::requeue`] with explicit control of the redelivered flag: a delivery that
+    /// never reached the client keeps its flag.
+    pub fn requeue_marked(
+        self: &Arc<Self>,
+        mut messages: Vec<QueuedMessage>,
+        counted: bool,
+        mark_redelivered: bool,
+    ) {
         if messages.is_empty() {
             return;
         }
@@ -519,6 +565,8 @@ impl Queue {
             let mut st = self.lock();
             if counted {
                 st.unacked = st.unacked.saturating_sub(messages.len());
+            }
+            if mark_redelivered {
                 for m in &mut messages {
                     m.redelivered = true;
                 }
@@ -528,6 +576,8 @@ impl Queue {
             }
             st.store.requeue(messages);
             self.dispatch_locked(&mut st, now_ms());
+            // A message requeued into a full drop-head queue is dropped like any head.
+            self.trim_locked(&mut st);
             std::mem::take(&mut st.dead)
         };
         self.route_dead(dead);
@@ -558,32 +608,39 @@ impl Queue {
         Ok(())
     }
 
-    /// Detaches a consumer.
+    /// Detaches a consumer. With `dispatch`, the remaining consumers (or the next single
+    /// active consumer) get a chance to take messages at once.
     pub fn remove_consumer(
         self: &Arc<Self>,
         connection: ConnectionId,
         channel: u16,
         tag: &str,
+        dispatch: bool,
     ) -> Removed {
-        let (removed, dead) = {
-            let mut st = self.lock();
-            let before = st.consumers.len();
-            st.consumers.retain(|c| {
-                !(c.connection == connection && c.channel == channel && &*c.tag == tag)
-            });
-            if st.consumers.len() == before {
-                return Removed::NotFound;
-            }
-            st.last_used_ms = now_ms();
-            let removed = if st.consumers.is_empty() && self.auto_delete && st.had_consumers {
-                Removed::AutoDelete
-            } else {
-                // With a single active consumer, the next one may take over now.
-                self.dispatch_locked(&mut st, now_ms());
-                Removed::Removed
+        let (removed, dead) =
+            {
+                let mut st = self.lock();
+                let Some(pos) = st.consumers.iter().position(|c| {
+                    c.connection == connection && c.channel == channel && &*c.tag == tag
+                }) else {
+                    return Removed::NotFound;
+                };
+                let gone = st.consumers.remove(pos);
+                if self.args.single_active_consumer && pos == 0 && gone.credit.used() > 0 {
+                    st.handing_over = Some(gone.credit);
+                }
+                st.last_used_ms = now_ms();
+                let removed = if st.consumers.is_empty() && self.auto_delete && st.had_consumers {
+                    Removed::AutoDelete
+                } else {
+                    // With a single active consumer, the next one may take over now.
+                    if dispatch {
+                        self.dispatch_locked(&mut st, now_ms());
+                    }
+                    Removed::Removed
+                };
+                (removed, std::mem::take(&mut st.dead))
             };
-            (removed, std::mem::take(&mut st.dead))
-        };
         self.route_dead(dead);
         removed
     }
@@ -757,14 +814,44 @@ mod tests {
         );
         let q = queue_with(args);
         let sink = Arc::new(Recorder::default());
-        q.add_consumer(consumer("first", 1, sink.clone())).unwrap();
+        let first = consumer("first", 1, sink.clone());
+        q.add_consumer(first.clone()).unwrap();
         q.add_consumer(consumer("second", 0, sink.clone())).unwrap();
         for _ in 0..3 {
             q.publish(msg()).unwrap();
         }
         assert_eq!(tags(&sink), vec!["first"]);
-        q.remove_consumer(1, 1, "first");
-        assert_eq!(tags(&sink), vec!["first", "second", "second"]);
+        // The active consumer leaves holding an unacked message: the next one takes over
+        // only once that message is settled, and then starts with it.
+        q.remove_consumer(1, 1, "first", true);
+        assert_eq!(tags(&sink), vec!["first"]);
+        let (_, seq0, _) = sink.got.lock().unwrap()[0].clone();
+        first.credit.give(1);
+        q.requeue(
+            vec![QueuedMessage {
+                seq: seq0,
+                message: msg(),
+                redelivered: false,
+                loc: None,
+                priority: 0,
+                expires_at: 0,
+            }],
+            true,
+        );
+        let got = sink.got.lock().unwrap().clone();
+        let order: Vec<(String, u64, bool)> = got
+            .iter()
+            .map(|(t, s, r)| (t.to_string(), *s, *r))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                ("first".to_string(), 0, false),
+                ("second".to_string(), 0, true),
+                ("second".to_string(), 1, false),
+                ("second".to_string(), 2, false),
+            ]
+        );
     }
 
     #[test]
@@ -865,9 +952,9 @@ mod tests {
         let sink = Arc::new(Recorder::default());
         q.add_consumer(consumer("a", 0, sink.clone())).unwrap();
         q.add_consumer(consumer("b", 0, sink.clone())).unwrap();
-        assert_eq!(q.remove_consumer(1, 1, "a"), Removed::Removed);
-        assert_eq!(q.remove_consumer(1, 1, "zzz"), Removed::NotFound);
-        assert_eq!(q.remove_consumer(1, 1, "b"), Removed::AutoDelete);
+        assert_eq!(q.remove_consumer(1, 1, "a", true), Removed::Removed);
+        assert_eq!(q.remove_consumer(1, 1, "zzz", true), Removed::NotFound);
+        assert_eq!(q.remove_consumer(1, 1, "b", true), Removed::AutoDelete);
         let q = queue();
         q.add_consumer(consumer("c", 0, sink.clone())).unwrap();
         q.publish(msg()).unwrap();

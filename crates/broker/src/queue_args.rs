@@ -46,6 +46,8 @@ pub struct InvalidArg {
     pub arg: String,
     /// RabbitMQ's reason, e.g. `{value_negative,-1}`.
     pub reason: String,
+    /// How the message is worded.
+    pub kind: InvalidKind,
 }
 
 fn int_of(v: &AMQPValue) -> Option<i128> {
@@ -73,6 +75,7 @@ fn bad(arg: &str, reason: String) -> InvalidArg {
     InvalidArg {
         arg: arg.to_string(),
         reason,
+        kind: InvalidKind::Arg,
     }
 }
 
@@ -83,38 +86,163 @@ fn unacceptable(arg: &str, v: &AMQPValue) -> InvalidArg {
     )
 }
 
+/// RabbitMQ's `check_int_arg`: any integer type, else "expected integer, got T".
+fn int_arg(arg: &str, v: &AMQPValue) -> Result<i128, InvalidArg> {
+    int_of(v).ok_or_else(|| {
+        bad(
+            arg,
+            format!("\"expected integer, got {}\"", crate::args::type_name(v)),
+        )
+    })
+}
+
 fn non_neg(arg: &str, v: &AMQPValue) -> Result<u64, InvalidArg> {
-    let n = int_of(v).ok_or_else(|| unacceptable(arg, v))?;
+    let n = int_arg(arg, v)?;
     if n < 0 {
         return Err(bad(arg, format!("{{value_negative,{n}}}")));
     }
     Ok(u64::try_from(n).unwrap_or(u64::MAX))
 }
 
+/// RabbitMQ's largest TTL or expiry: ten years in milliseconds.
+const MAX_EXPIRY_MS: i128 = 315_360_000_000;
+
+/// Arguments RabbitMQ knows that belong to other queue types: declaring a classic queue
+/// with one of them is refused.
+const OTHER_TYPE_ARGS: &[&str] = &[
+    "x-delivery-limit",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-dead-letter-strategy",
+    "x-quorum-initial-group-size",
+    "x-max-age",
+    "x-stream-max-segment-size-bytes",
+    "x-initial-cluster-size",
+];
+
+/// How the error is worded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidKind {
+    /// `invalid arg 'A' for queue 'Q' in vhost 'V': REASON`
+    Arg,
+    /// `invalid type 'T' for arg 'A' in queue 'Q' in vhost 'V'` (REASON holds T)
+    Type,
+    /// `invalid arg 'A' for queue 'Q' in vhost 'V' of queue type rabbit_classic_queue`
+    OtherQueueType,
+    /// `invalid property 'P' for queue 'Q' in vhost 'V'` (REASON holds P)
+    Property,
+}
+
+impl InvalidArg {
+    /// RabbitMQ's wording for queue `queue` in `vhost`.
+    pub fn message(&self, queue: &str, vhost: &str) -> String {
+        match self.kind {
+            InvalidKind::Arg => format!(
+                "invalid arg '{}' for queue '{queue}' in vhost '{vhost}': {}",
+                self.arg, self.reason
+            ),
+            InvalidKind::Type => format!(
+                "invalid type '{}' for arg '{}' in queue '{queue}' in vhost '{vhost}'",
+                self.reason, self.arg
+            ),
+            InvalidKind::OtherQueueType => format!(
+                "invalid arg '{}' for queue '{queue}' in vhost '{vhost}' of queue type rabbit_classic_queue",
+                self.arg
+            ),
+            InvalidKind::Property => format!(
+                "invalid property '{}' for queue '{queue}' in vhost '{vhost}'",
+                self.reason
+            ),
+        }
+    }
+}
+
 impl QueueArgs {
-    /// Validates and interprets `args` (unknown keys are ignored, as RabbitMQ does).
+    /// Validates and interprets `args` in RabbitMQ's order (queue type, dead-letter
+    /// exchange type, then each argument), ignoring unknown keys as RabbitMQ does.
+    /// `durable` is needed for quorum queues, which must be durable.
+    ///
+    /// # Errors
+    /// The first invalid argument, with RabbitMQ's reason.
+    pub fn parse_for_declare(args: &FieldTable, durable: bool) -> Result<Self, InvalidArg> {
+        let t = args.inner();
+        let mut quorum = false;
+        if let Some(v) = t.get("x-queue-type") {
+            let s = str_of(v).ok_or_else(|| unacceptable("x-queue-type", v))?;
+            match s.as_str() {
+                "classic" => {}
+                // Quorum queues are served by a durable classic queue: same client-visible
+                // behaviour on a single node.
+                "quorum" => quorum = true,
+                other => {
+                    return Err(bad(
+                        "x-queue-type",
+                        format!("\"unsupported queue type '{other}'\""),
+                    ))
+                }
+            }
+        }
+        if quorum && !durable {
+            return Err(InvalidArg {
+                arg: String::new(),
+                reason: "non-durable".into(),
+                kind: InvalidKind::Property,
+            });
+        }
+        if let Some(v) = t.get("x-dead-letter-exchange") {
+            if str_of(v).is_none() {
+                return Err(InvalidArg {
+                    arg: "x-dead-letter-exchange".into(),
+                    reason: crate::args::type_name(v).into(),
+                    kind: InvalidKind::Type,
+                });
+            }
+        }
+        let mut a = Self::parse(args)?;
+        if !quorum {
+            if let Some(k) = OTHER_TYPE_ARGS.iter().find(|k| t.contains_key(**k)) {
+                return Err(InvalidArg {
+                    arg: (*k).to_string(),
+                    reason: String::new(),
+                    kind: InvalidKind::OtherQueueType,
+                });
+            }
+        }
+        if quorum {
+            a.max_priority = None;
+        }
+        Ok(a)
+    }
+
+    /// Validates and interprets the classic-queue arguments (unknown keys ignored).
     ///
     /// # Errors
     /// The first invalid argument, with RabbitMQ's reason.
     pub fn parse(args: &FieldTable) -> Result<Self, InvalidArg> {
         let mut a = QueueArgs::default();
         let t = args.inner();
-        if let Some(v) = t.get("x-message-ttl") {
-            a.message_ttl = Some(non_neg("x-message-ttl", v)?);
-        }
         if let Some(v) = t.get("x-expires") {
-            let n = int_of(v).ok_or_else(|| unacceptable("x-expires", v))?;
+            let n = int_arg("x-expires", v)?;
             if n == 0 {
                 return Err(bad("x-expires", "{value_zero,0}".into()));
             }
             if n < 0 {
                 return Err(bad("x-expires", format!("{{value_negative,{n}}}")));
             }
-            a.expires = Some(u64::try_from(n).unwrap_or(u64::MAX));
+            if n > MAX_EXPIRY_MS {
+                return Err(bad("x-expires", format!("{{value_too_large,{n}}}")));
+            }
+            a.expires = Some(n as u64);
+        }
+        if let Some(v) = t.get("x-message-ttl") {
+            let n = non_neg("x-message-ttl", v)?;
+            if i128::from(n) > MAX_EXPIRY_MS {
+                return Err(bad("x-message-ttl", format!("{{value_too_large,{n}}}")));
+            }
+            a.message_ttl = Some(n);
         }
         if let Some(v) = t.get("x-dead-letter-exchange") {
-            a.dead_letter_exchange =
-                Some(str_of(v).ok_or_else(|| unacceptable("x-dead-letter-exchange", v))?);
+            a.dead_letter_exchange = str_of(v);
         }
         if let Some(v) = t.get("x-dead-letter-routing-key") {
             let rk = str_of(v).ok_or_else(|| unacceptable("x-dead-letter-routing-key", v))?;
@@ -132,6 +260,13 @@ impl QueueArgs {
         if let Some(v) = t.get("x-max-length-bytes") {
             a.max_length_bytes = Some(non_neg("x-max-length-bytes", v)?);
         }
+        if let Some(v) = t.get("x-max-priority") {
+            let n = non_neg("x-max-priority", v)?;
+            if n > 255 {
+                return Err(bad("x-max-priority", format!("{{max_value_exceeded,{n}}}")));
+            }
+            a.max_priority = Some(n as u8);
+        }
         if let Some(v) = t.get("x-overflow") {
             let s = str_of(v).ok_or_else(|| unacceptable("x-overflow", v))?;
             a.overflow = match s.as_str() {
@@ -141,26 +276,28 @@ impl QueueArgs {
                 _ => return Err(bad("x-overflow", "invalid_overflow".into())),
             };
         }
-        if let Some(v) = t.get("x-max-priority") {
-            let n = non_neg("x-max-priority", v)?;
-            if n > 255 {
-                return Err(bad("x-max-priority", format!("{{max_value_exceeded,{n}}}")));
+        if let Some(v) = t.get("x-queue-mode") {
+            let s = str_of(v).ok_or_else(|| unacceptable("x-queue-mode", v))?;
+            if s != "default" && s != "lazy" {
+                return Err(bad(
+                    "x-queue-mode",
+                    format!("\"unsupported queue mode '{s}'\""),
+                ));
             }
-            a.max_priority = Some(n as u8);
+        }
+        if let Some(v) = t.get("x-queue-version") {
+            let n = int_arg("x-queue-version", v)?;
+            if n != 1 && n != 2 {
+                return Err(bad(
+                    "x-queue-version",
+                    format!("\"unsupported queue version '{n}'\""),
+                ));
+            }
         }
         if let Some(v) = t.get("x-single-active-consumer") {
             match v {
                 AMQPValue::Boolean(b) => a.single_active_consumer = *b,
                 other => return Err(unacceptable("x-single-active-consumer", other)),
-            }
-        }
-        if let Some(v) = t.get("x-queue-type") {
-            let s = str_of(v).ok_or_else(|| unacceptable("x-queue-type", v))?;
-            if s != "classic" {
-                return Err(bad(
-                    "x-queue-type",
-                    format!("{{unsupported_queue_type,<<\"{s}\">>}}"),
-                ));
             }
         }
         Ok(a)
@@ -217,7 +354,7 @@ mod tests {
             ),
             (
                 t(&[("x-message-ttl", s("10"))]),
-                "{unacceptable_type,longstr}",
+                "\"expected integer, got longstr\"",
             ),
             (t(&[("x-expires", AMQPValue::LongInt(0))]), "{value_zero,0}"),
             (t(&[("x-overflow", s("drop-tail"))]), "invalid_overflow"),

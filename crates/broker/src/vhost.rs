@@ -351,6 +351,20 @@ impl VHost {
         }
         let kind = ExchangeKind::parse(&o.kind)
             .ok_or_else(|| Error::UnknownExchangeType(o.kind.clone()))?;
+        if let Some(v) = o.arguments.inner().get("alternate-exchange") {
+            if !matches!(
+                v,
+                amq_protocol::types::AMQPValue::LongString(_)
+                    | amq_protocol::types::AMQPValue::ShortString(_)
+            ) {
+                return Err(Error::InvalidArg(format!(
+                    "invalid type '{}' for arg 'alternate-exchange' in exchange '{}' in vhost '{}'",
+                    crate::args::type_name(v),
+                    o.name,
+                    self.name
+                )));
+            }
+        }
         let mut t = self.write();
         if let Some(x) = t.exchanges.get(&o.name) {
             let inequivalent = |arg: &str, received: String, current: String| {
@@ -477,6 +491,8 @@ impl VHost {
     ) -> Result<(Arc<Queue>, u32, u32), Error> {
         if o.passive {
             let q = self.queue(&o.name, connection)?;
+            // RabbitMQ: a passive declare renews an x-expires lease too.
+            q.touch();
             let (m, c) = (q.message_count(), q.consumer_count());
             return Ok((q, m, c));
         }
@@ -532,12 +548,8 @@ impl VHost {
             let (m, c) = (q.message_count(), q.consumer_count());
             return Ok((q, m, c));
         }
-        let args = QueueArgs::parse(&o.arguments).map_err(|e| {
-            Error::InvalidArg(format!(
-                "invalid arg '{}' for queue '{}' in vhost '{}': {}",
-                e.arg, name, self.name, e.reason
-            ))
-        })?;
+        let args = QueueArgs::parse_for_declare(&o.arguments, durable)
+            .map_err(|e| Error::InvalidArg(e.message(&name, &self.name)))?;
         let args = self.effective_args(&name, &o.arguments, args);
         let levels = args.levels();
         let spec = QueueSpec {
@@ -643,8 +655,9 @@ impl VHost {
         connection: ConnectionId,
         channel: u16,
         tag: &str,
+        dispatch: bool,
     ) {
-        if q.remove_consumer(connection, channel, tag) == Removed::AutoDelete {
+        if q.remove_consumer(connection, channel, tag, dispatch) == Removed::AutoDelete {
             self.remove_queue(q);
         }
     }
@@ -801,9 +814,7 @@ impl VHost {
             return Err(Error::DefaultExchange);
         }
         let mut t = self.write();
-        if !t.exchanges.contains_key(destination) {
-            return Err(self.exchange_not_found(destination));
-        }
+        // RabbitMQ: unbinding from a missing destination (or a missing binding) succeeds.
         let x = t
             .exchanges
             .get_mut(source)
@@ -968,6 +979,11 @@ impl VHost {
         ));
         self.write().reply_queues.insert(name, q.clone());
         q
+    }
+
+    /// Whether `name` is `amq.rabbitmq.reply-to` or a live reply pseudo-queue.
+    pub fn is_reply_queue(&self, name: &str) -> bool {
+        name == REPLY_TO || self.read().reply_queues.contains_key(name)
     }
 
     /// Removes a direct reply-to pseudo-queue (its consumer went away).

@@ -74,6 +74,10 @@ pub struct Cli {
     /// Prefix of the queue and exchange names (default: warren-perf-<pid>).
     #[arg(long, value_name = "PREFIX")]
     pub queue_prefix: Option<String>,
+    /// Do not delete the queues and exchange at the end (e.g. fill a queue with
+    /// `-y 0 --keep-queues`, then drain it with `-x 0` and the same --queue-prefix).
+    #[arg(long)]
+    pub keep_queues: bool,
     /// Publishes each producer keeps in flight inside the client when not using
     /// confirms. lapin hands each publish to its I/O thread and resolves it once written;
     /// awaiting them one at a time would measure that round trip, not the broker.
@@ -90,6 +94,10 @@ pub struct Cli {
     /// Give up the start-up probe after this many seconds.
     #[arg(long, default_value_t = 60.0, value_name = "SECS")]
     pub startup_timeout: f64,
+    /// Tokio worker threads of the client (0: everything on the main thread). lapin
+    /// adds one I/O thread per connection either way.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub threads: usize,
     /// Print no per-second lines.
     #[arg(long)]
     pub quiet: bool,

@@ -53,12 +53,9 @@ pub async fn run(cli: &Cli, n: usize) -> Result<IdleReport, PerfError> {
         let (target, permits) = (target.clone(), permits.clone());
         opening.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            tokio::time::timeout(
-                Duration::from_secs(30),
-                RawConnection::open(&target, true),
-            )
-            .await
-            .map_err(|_| PerfError::Timeout("opening an idle connection".into()))?
+            tokio::time::timeout(Duration::from_secs(30), RawConnection::open(&target, true))
+                .await
+                .map_err(|_| PerfError::Timeout("opening an idle connection".into()))?
         });
     }
     let mut holders = JoinSet::new();
@@ -124,7 +121,9 @@ pub async fn run(cli: &Cli, n: usize) -> Result<IdleReport, PerfError> {
 
 /// Prints the summary.
 pub fn print_summary(r: &IdleReport) {
-    if let (Some(b), Some(s), Some(a)) = (r.rss_before_bytes, r.rss_settled_bytes, r.rss_after_bytes) {
+    if let (Some(b), Some(s), Some(a)) =
+        (r.rss_before_bytes, r.rss_settled_bytes, r.rss_after_bytes)
+    {
         println!(
             "broker RSS before {}, settled {}, after hold {}",
             human_mib(b),

@@ -1,7 +1,9 @@
 //! Start-up probe: how long from the broker's process start until a client completes the
-//! handshake (`connection.open-ok`). The caller notes the start time (`date +%s%N`) just
-//! before it spawns the broker and passes it as `--since-unix-ns`; the probe connects
-//! every millisecond until one attempt succeeds.
+//! handshake (`connection.open-ok`). The probe connects every millisecond until one
+//! attempt succeeds and reports the moment (`connected_unix_ns`). The caller either
+//! passes the broker's start time as `--since-unix-ns`, or (as `bench/compare.sh` does)
+//! starts the probe first, notes the time just before it spawns the broker, and
+//! subtracts; that way the probe's own start-up is not counted.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +20,9 @@ pub struct StartupReport {
     pub startup_ms: f64,
     /// Connection attempts made, the successful one included.
     pub attempts: u64,
+    /// When connection.open-ok arrived, in nanoseconds since the Unix epoch, so a caller
+    /// can measure from a moment it notes after starting the probe.
+    pub connected_unix_ns: u128,
 }
 
 fn unix_ns() -> u128 {
@@ -39,14 +44,17 @@ pub async fn run(cli: &Cli) -> Result<StartupReport, PerfError> {
     let mut last_error = String::from("no attempt made");
     while Instant::now() < give_up {
         attempts += 1;
-        match tokio::time::timeout(Duration::from_secs(5), RawConnection::open(&target, false)).await
+        match tokio::time::timeout(Duration::from_secs(5), RawConnection::open(&target, false))
+            .await
         {
             Ok(Ok(conn)) => {
-                let startup_ms = unix_ns().saturating_sub(since) as f64 / 1e6;
+                let connected_unix_ns = unix_ns();
+                let startup_ms = connected_unix_ns.saturating_sub(since) as f64 / 1e6;
                 let _ = conn.close().await;
                 return Ok(StartupReport {
                     startup_ms,
                     attempts,
+                    connected_unix_ns,
                 });
             }
             Ok(Err(e)) => last_error = e.to_string(),

@@ -193,9 +193,9 @@ mod tests {
         let r = Recorder::new();
         r.record(10);
         r.record(20);
-        assert_eq!(take_intervals(&[r.clone()]).count(), 2);
+        assert_eq!(take_intervals(std::slice::from_ref(&r)).count(), 2);
         r.record(30);
-        assert_eq!(take_intervals(&[r.clone()]).count(), 1);
+        assert_eq!(take_intervals(std::slice::from_ref(&r)).count(), 1);
         assert_eq!(totals(&[r]).count(), 3);
     }
 

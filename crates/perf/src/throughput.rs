@@ -143,7 +143,12 @@ impl Topology {
             };
             step(
                 "exchange.declare",
-                ch.exchange_declare(x.clone(), ExchangeKind::Fanout, xopts, FieldTable::default()),
+                ch.exchange_declare(
+                    x.clone(),
+                    ExchangeKind::Fanout,
+                    xopts,
+                    FieldTable::default(),
+                ),
             )
             .await?;
             for q in &self.queues {
@@ -232,7 +237,11 @@ pub async fn run(cli: &Cli) -> Result<ThroughputReport, PerfError> {
 
     let result = run_declared(cli, &topo).await;
 
-    let mut cleanup_errors = topo.delete(&setup_ch).await;
+    let mut cleanup_errors = if cli.keep_queues {
+        Vec::new()
+    } else {
+        topo.delete(&setup_ch).await
+    };
     if let Err(e) = step("connection.close", setup.close(200, "OK".into())).await {
         cleanup_errors.push(format!("close setup connection: {e}"));
     }
@@ -334,7 +343,9 @@ async fn run_declared(cli: &Cli, topo: &Topology) -> Result<ThroughputReport, Pe
         deadline: start + duration,
     };
     let cpu_client_start = procfs::cpu_seconds(None).ok();
-    let cpu_broker_start = cli.broker_pid.and_then(|p| procfs::cpu_seconds(Some(p)).ok());
+    let cpu_broker_start = cli
+        .broker_pid
+        .and_then(|p| procfs::cpu_seconds(Some(p)).ok());
 
     let latency: Vec<Arc<Recorder>> = (0..consumers.len()).map(|_| Recorder::new()).collect();
     let confirm_latency: Vec<Arc<Recorder>> =
@@ -487,9 +498,8 @@ async fn publish_one(
 ) -> Result<(), PerfError> {
     let stamp = counters.now_ns();
     let payload = body(plan.size, stamp, seq);
-    let confirm = p
-        .ch
-        .basic_publish(
+    let confirm =
+        p.ch.basic_publish(
             p.exchange.clone(),
             p.routing_key.clone(),
             BasicPublishOptions::default(),
@@ -500,7 +510,9 @@ async fn publish_one(
         .map_err(PerfError::amqp("basic.publish"))?;
     counters.published.fetch_add(1, Ordering::Relaxed);
     if plan.confirm {
-        let c = confirm.await.map_err(PerfError::amqp("publisher confirm"))?;
+        let c = confirm
+            .await
+            .map_err(PerfError::amqp("publisher confirm"))?;
         if c.is_ack() {
             counters.confirmed.fetch_add(1, Ordering::Relaxed);
             rec.record(counters.now_ns().saturating_sub(stamp));
@@ -553,9 +565,7 @@ async fn produce(
     }
     let drain = async {
         while let Some(r) = inflight.next().await {
-            if let Err(e) = r {
-                return Err(e);
-            }
+            r?;
         }
         Ok(())
     };
@@ -589,6 +599,7 @@ async fn consume(
             biased;
             _ = &mut deadline => break,
             Some(r) = acks.next(), if !acks.is_empty() => {
+                let r: lapin::Result<()> = r;
                 r.map_err(PerfError::amqp("basic.ack"))?;
             }
             d = consumer.next() => match d {

@@ -314,6 +314,23 @@ impl Channel {
                 }
                 Ok(())
             }
+            AMQPClass::Queue(queue::AMQPMethod::Declare(d))
+                if vhost.is_reply_queue(d.queue.as_str()) =>
+            {
+                // RabbitMQ: the direct reply-to pseudo-queue always "exists".
+                if !d.nowait {
+                    method_frame(
+                        out,
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                            queue: d.queue.clone(),
+                            message_count: 0,
+                            consumer_count: 1,
+                        })),
+                    );
+                }
+                Ok(())
+            }
             AMQPClass::Queue(queue::AMQPMethod::Declare(d)) => {
                 let name = if d.passive {
                     self.queue_name(d.queue.as_str())?
@@ -474,7 +491,7 @@ impl Channel {
             basic::AMQPMethod::Cancel(c) => {
                 let tag: Arc<str> = c.consumer_tag.as_str().into();
                 if let Some(cc) = self.consumers.remove(&tag) {
-                    self.release_consumer(ctx, &tag, cc);
+                    self.release_consumer(ctx, &tag, &cc, true);
                 }
                 if !c.nowait {
                     method_frame(
@@ -600,6 +617,9 @@ impl Channel {
                 "reply consumer cannot acknowledge",
             ));
         }
+        if reply && self.reply_queue.is_some() {
+            return Err(AmqpError::precondition_failed("reply consumer already set"));
+        }
         let name = if reply {
             String::new()
         } else {
@@ -624,7 +644,7 @@ impl Channel {
             None => 0,
             Some(v) => int_arg(v).ok_or_else(|| {
                 AmqpError::precondition_failed(format!(
-                    "invalid arg 'x-priority' for queue '{}' in vhost '{}': {{unacceptable_type,{}}}",
+                    "invalid arg 'x-priority' for queue '{}' in vhost '{}': \"expected integer, got {}\"",
                     name,
                     ctx.vhost.name,
                     warren_broker::args::type_name(v)
@@ -726,7 +746,7 @@ impl Channel {
         self.dispatch_all();
     }
 
-    fn release_consumer(&mut self, ctx: &Ctx, tag: &str, c: ChannelConsumer) {
+    fn release_consumer(&mut self, ctx: &Ctx, tag: &str, c: &ChannelConsumer, dispatch: bool) {
         if c.reply {
             ctx.vhost.drop_reply_queue(&c.queue);
             if self
@@ -737,7 +757,8 @@ impl Channel {
                 self.reply_queue = None;
             }
         } else {
-            ctx.vhost.consumer_removed(&c.queue, ctx.id, self.id, tag);
+            ctx.vhost
+                .consumer_removed(&c.queue, ctx.id, self.id, tag, dispatch);
         }
     }
 
@@ -811,6 +832,7 @@ impl Channel {
             },
             properties,
             body,
+            bcc: Vec::new(),
         });
         let pending = PendingPublish {
             exchange: exchange.to_string(),
@@ -867,6 +889,18 @@ impl Channel {
                 );
             }
             return Ok(Stored::default());
+        }
+        if p.mandatory && p.exchange.is_empty() && p.routing_key.starts_with(REPLY_TO) {
+            // RabbitMQ 3.10 delivers a mandatory direct reply and also returns it: the
+            // pseudo-queue does not count as a route.
+            encode::basic_return(out, self.id, 312, "NO_ROUTE", &p.exchange, &p.routing_key);
+            encode::content(
+                out,
+                self.id,
+                &p.message.raw_properties,
+                &p.message.body,
+                ctx.frame_max,
+            );
         }
         // Sender-selected distribution: BCC routes but must not reach consumers.
         let message = if p.message.has_bcc() {
@@ -1016,8 +1050,11 @@ impl Channel {
                 );
                 let mut files = Vec::new();
                 let mut ok = true;
+                let mut rejected = false;
                 for p in txn.publishes {
-                    ok &= !self.route_and_store(ctx, out, p, &mut files)?.failed;
+                    let stored = self.route_and_store(ctx, out, p, &mut files)?;
+                    ok &= !stored.failed;
+                    rejected |= stored.rejected;
                 }
                 for (how, taken) in txn.settles {
                     self.apply_settle(how, taken);
@@ -1026,6 +1063,10 @@ impl Channel {
                     return Err(AmqpError::internal_error(
                         "cannot write a persistent message to disk",
                     ));
+                }
+                if rejected {
+                    // A queue refused a message (x-overflow reject-publish).
+                    return Err(AmqpError::precondition_failed("partial tx completion"));
                 }
                 match &ctx.persister {
                     // commit-ok waits until the transaction's messages are on disk.
@@ -1115,6 +1156,8 @@ impl Channel {
                     credit: Some(d.credit),
                 },
             );
+        } else if d.message.loc.is_some() {
+            d.queue.written(&[Settled::from(&d.message)]);
         }
     }
 
@@ -1128,8 +1171,12 @@ impl Channel {
     /// may go), unacknowledged messages are requeued, a transaction is discarded.
     pub fn close(&mut self, ctx: &Ctx) {
         self.closing = true;
-        for (tag, c) in std::mem::take(&mut self.consumers) {
-            self.release_consumer(ctx, &tag, c);
+        // Detach consumers without dispatching, put unacked messages back (in their
+        // original positions), then let the queues deliver: the next single active
+        // consumer then starts with the requeued messages, as on RabbitMQ.
+        let consumers = std::mem::take(&mut self.consumers);
+        for (tag, c) in &consumers {
+            self.release_consumer(ctx, tag, c, false);
         }
         if let Mode::Tx(txn) = &mut self.mode {
             let txn = std::mem::take(txn);
@@ -1138,6 +1185,11 @@ impl Channel {
             }
         }
         self.requeue_all_unacked();
+        for c in consumers.values() {
+            if !c.reply && !c.queue.is_deleted() {
+                c.queue.dispatch();
+            }
+        }
     }
 
     /// Number of messages delivered and not yet acknowledged.
@@ -1213,8 +1265,8 @@ fn check_expiration(exp: &str) -> Result<u64, AmqpError> {
     if negative && value > 0 {
         return Err(fail(format!("{{value_negative,-{value}}}")));
     }
-    // RabbitMQ's ?MAX_EXPIRY_TIMER (the largest Erlang timer, in ms).
-    const MAX_EXPIRY: u128 = 4_294_967_295;
+    // RabbitMQ's largest expiry: ten years in milliseconds.
+    const MAX_EXPIRY: u128 = 315_360_000_000;
     if value > MAX_EXPIRY {
         return Err(fail(format!("{{value_too_large,{value}}}")));
     }
@@ -1227,7 +1279,8 @@ pub fn return_delivery(d: Delivery) {
         d.credit.give(1);
     }
     let q = d.queue.clone();
-    q.requeue(vec![d.message], !d.no_ack);
+    // It never reached the client, so it keeps its redelivered flag.
+    q.requeue_marked(vec![d.message], !d.no_ack, false);
 }
 
 #[cfg(test)]

@@ -175,6 +175,7 @@ fn decode_payload(p: &[u8]) -> Option<(RecordMeta, Message)> {
             raw_properties: raw,
             properties,
             body,
+            bcc: Vec::new(),
         },
     ))
 }
