@@ -40,4 +40,10 @@ done
 [ -n "$addr" ] || { cat "$log"; echo "warren did not start"; exit 1; }
 echo "warren listening on $addr"
 
+echo "== warren-perf smoke run (1 s) and benchmark build"
+pid_of_warren=$pid
+./target/release/warren-perf --uri "amqp://guest:guest@$addr/%2f" -x 1 -y 1 -s 64 -a \
+  --duration 1 --quiet --broker-pid "$pid_of_warren" | grep '^JSON ' >/dev/null
+cargo bench --no-run -p warren-perf >/dev/null
+
 AMQP_URL="amqp://guest:guest@$addr/%2F" "$venv/bin/python" -m pytest -q -p no:cacheprovider conformance/

@@ -23,7 +23,8 @@ pub struct Cli {
     #[arg(long, short = 'y', default_value_t = 1)]
     pub consumers: usize,
     /// Message body size in bytes. Latency needs at least 8 (a timestamp in the first
-    /// 8 bytes; bytes 8..16 carry the producer's sequence number).
+    /// 8 bytes, nanoseconds since the Unix epoch from a monotonic clock; bytes 8..16
+    /// carry the producer's sequence number).
     #[arg(long, short = 's', default_value_t = 16)]
     pub size: usize,
     /// How long producers and consumers run, in seconds.

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -13,6 +13,11 @@ use crate::histogram::Histogram;
 pub struct Counters {
     /// The shared monotonic origin of every timestamp put into a message body.
     pub origin: Instant,
+    /// The wall-clock time at `origin`, in nanoseconds since the Unix epoch. Timestamps
+    /// are `origin_unix_ns + origin.elapsed()`: monotonic within the process, and
+    /// comparable with those of another warren-perf process on the same machine (a
+    /// queue filled by one run and drained by another).
+    pub origin_unix_ns: u64,
     /// Messages handed to the socket by producers.
     pub published: AtomicU64,
     /// Publisher confirms received as basic.ack.
@@ -26,8 +31,14 @@ pub struct Counters {
 impl Counters {
     /// Zeroed counters with the origin set to now.
     pub fn new() -> Self {
+        let origin = Instant::now();
+        let origin_unix_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
         Counters {
-            origin: Instant::now(),
+            origin,
+            origin_unix_ns,
             published: AtomicU64::new(0),
             confirmed: AtomicU64::new(0),
             nacked: AtomicU64::new(0),
@@ -35,9 +46,10 @@ impl Counters {
         }
     }
 
-    /// Nanoseconds since [`Counters::origin`].
+    /// Now, in nanoseconds since the Unix epoch, from the monotonic clock (see
+    /// [`Counters::origin_unix_ns`]).
     pub fn now_ns(&self) -> u64 {
-        self.origin.elapsed().as_nanos() as u64
+        self.origin_unix_ns + self.origin.elapsed().as_nanos() as u64
     }
 
     /// A consistent-enough reading of every counter.

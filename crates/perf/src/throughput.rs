@@ -1,10 +1,10 @@
 //! The message run: topology, producers, consumers, the per-second reporter and cleanup.
 //!
 //! Every producer and every consumer has its own connection with one channel, as in
-//! PerfTest. Producers stamp each body with the time since a shared monotonic origin
-//! ([`Counters::origin`], one `Instant` in this process) in its first 8 bytes; consumers
-//! subtract it from the time of delivery, which gives publish-to-deliver latency without
-//! any clock synchronisation.
+//! PerfTest. Producers stamp each body with the time from [`Counters::now_ns`] in its
+//! first 8 bytes (a monotonic clock, one `Instant` captured once per process, anchored
+//! to the Unix epoch); consumers subtract it from the time of delivery, which gives
+//! publish-to-deliver latency without any clock synchronisation.
 
 use std::pin::pin;
 use std::sync::atomic::Ordering;
@@ -471,7 +471,7 @@ fn print_second(s: &Second, confirm: bool) {
     );
 }
 
-/// A body of `size` bytes: the timestamp (ns since the origin) in bytes 0..8, the
+/// A body of `size` bytes: the timestamp ([`Counters::now_ns`]) in bytes 0..8, the
 /// producer's sequence number in 8..16, zeros after. Shorter bodies get what fits.
 fn body(size: usize, stamp: u64, seq: u64) -> Vec<u8> {
     let mut b = vec![0u8; size];
