@@ -15,7 +15,7 @@ echo "== cargo test (unit + integration)"
 cargo test --workspace
 
 echo "== conformance suite (pika) against a release build"
-cargo build --release
+cargo build --release --workspace
 venv=target/conformance-venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
