@@ -1,7 +1,8 @@
-//! Resource alarms: when the broker's resident memory crosses the high watermark,
-//! publishing connections are blocked (their sockets are no longer read) and clients
-//! that advertise the `connection.blocked` capability are told so, as RabbitMQ does.
-//! Consumers keep draining, which is what brings memory back down.
+//! Resource alarms: when the broker's resident memory crosses the high watermark, or the
+//! free space of the data directory's file system falls below the disk limit, publishing
+//! connections are blocked (their sockets are no longer read) and clients that advertise
+//! the `connection.blocked` capability are told so, as RabbitMQ does. Consumers keep
+//! draining, which is what brings memory back down and lets acks free disk space.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,23 +11,39 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-/// The memory alarm.
+/// The memory and disk alarms.
 #[derive(Debug)]
 pub struct Alarms {
     watermark_bytes: AtomicU64,
+    disk_free_limit_bytes: AtomicU64,
+    data_dir: std::path::PathBuf,
     state: watch::Sender<bool>,
 }
 
 impl Alarms {
-    /// An alarm that fires when RSS reaches `watermark_bytes` (0 disables it).
-    pub fn new(watermark_bytes: u64) -> Arc<Self> {
+    /// Alarms that fire when RSS reaches `watermark_bytes`, or when the file system of
+    /// `data_dir` has less than `disk_free_limit_bytes` available (0 disables either).
+    pub fn new(
+        watermark_bytes: u64,
+        disk_free_limit_bytes: u64,
+        data_dir: std::path::PathBuf,
+    ) -> Arc<Self> {
         let (state, _) = watch::channel(false);
         let a = Arc::new(Alarms {
             watermark_bytes: AtomicU64::new(watermark_bytes),
+            disk_free_limit_bytes: AtomicU64::new(disk_free_limit_bytes),
+            data_dir,
             state,
         });
         a.evaluate();
         a
+    }
+
+    /// Changes the disk free-space limit at run time (like `rabbitmqctl
+    /// set_disk_free_limit`) and re-evaluates at once.
+    pub fn set_disk_free_limit_bytes(&self, bytes: u64) {
+        self.disk_free_limit_bytes.store(bytes, Ordering::Relaxed);
+        self.evaluate();
     }
 
     /// Follows the alarm state (true = publishers blocked).
@@ -55,18 +72,32 @@ impl Alarms {
     pub fn evaluate(&self) {
         let watermark = self.watermark_bytes();
         let rss = rss_bytes();
-        let on = watermark > 0 && rss.is_some_and(|r| r >= watermark);
+        let memory = watermark > 0 && rss.is_some_and(|r| r >= watermark);
+        let limit = self.disk_free_limit_bytes.load(Ordering::Relaxed);
+        let free = if limit > 0 {
+            available_bytes(&self.data_dir)
+        } else {
+            None
+        };
+        let disk = limit > 0 && free.is_some_and(|f| f < limit);
+        let on = memory || disk;
         let was = *self.state.borrow();
         if on != was {
             if on {
                 warn!(
                     rss = rss.unwrap_or(0),
-                    watermark, "memory resource limit alarm set: blocking publishers"
+                    watermark,
+                    disk_free = free.unwrap_or(0),
+                    disk_free_limit = limit,
+                    memory_alarm = memory,
+                    disk_alarm = disk,
+                    "resource limit alarm set: blocking publishers"
                 );
             } else {
                 info!(
                     rss = rss.unwrap_or(0),
-                    watermark, "memory resource limit alarm cleared: unblocking publishers"
+                    disk_free = free.unwrap_or(0),
+                    "resource limit alarm cleared: unblocking publishers"
                 );
             }
             self.state.send_replace(on);
@@ -90,6 +121,12 @@ pub fn rss_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// Space available to unprivileged users on the file system holding `path`.
+pub fn available_bytes(path: &std::path::Path) -> Option<u64> {
+    let s = rustix::fs::statvfs(path).ok()?;
+    Some(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
 /// Physical memory of the machine, from `/proc/meminfo` (Linux).
 pub fn total_memory_bytes() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -103,8 +140,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn disk_alarm_follows_the_free_space_limit() {
+        let dir = std::env::temp_dir();
+        let a = Alarms::new(0, u64::MAX, dir);
+        assert!(
+            a.is_on(),
+            "no file system has u64::MAX bytes free (available: {:?}, {:?})",
+            available_bytes(&std::env::temp_dir()),
+            rustix::fs::statvfs(std::env::temp_dir()).map(|s| (s.f_bavail, s.f_frsize))
+        );
+        a.set_disk_free_limit_bytes(1);
+        assert!(!a.is_on());
+        assert!(available_bytes(&std::env::temp_dir()).unwrap_or(0) > 0);
+    }
+
+    #[test]
     fn alarm_follows_the_watermark() {
-        let a = Alarms::new(1);
+        let a = Alarms::new(1, 0, std::env::temp_dir());
         if rss_bytes().is_none() {
             return; // not on Linux
         }

@@ -67,7 +67,10 @@ pub struct Resources {
     pub memory_high_watermark: f64,
     /// Absolute watermark in bytes; when non-zero it replaces the fraction.
     pub memory_high_watermark_bytes: u64,
-    /// How often memory use is sampled.
+    /// Publishers are blocked while the data directory's file system has less free
+    /// space than this (RabbitMQ's `disk_free_limit`, 50 MB by default); 0 disables it.
+    pub disk_free_limit_bytes: u64,
+    /// How often memory use and free disk space are sampled.
     pub check_interval_ms: u64,
 }
 
@@ -76,6 +79,7 @@ impl Default for Resources {
         Resources {
             memory_high_watermark: 0.4,
             memory_high_watermark_bytes: 0,
+            disk_free_limit_bytes: 50_000_000,
             check_interval_ms: 1000,
         }
     }

@@ -82,6 +82,17 @@ impl Running {
         self.shared.alarms.set_watermark_bytes(bytes);
     }
 
+    /// Changes the disk free-space limit at run time (0 disables the alarm) and
+    /// re-evaluates it at once, like `rabbitmqctl set_disk_free_limit`.
+    pub fn set_disk_free_limit_bytes(&self, bytes: u64) {
+        self.shared.alarms.set_disk_free_limit_bytes(bytes);
+    }
+
+    /// Whether a resource alarm currently blocks publishers.
+    pub fn alarm_active(&self) -> bool {
+        self.shared.alarms.is_on()
+    }
+
     /// Stops accepting, closes every connection with 320 CONNECTION_FORCED and waits for
     /// the connection tasks to finish (at most a few seconds).
     pub async fn shutdown(mut self) {
@@ -152,7 +163,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let listener = TcpListener::bind(config.listen).await.map_err(listen_err)?;
     let local_addr = listener.local_addr().map_err(listen_err)?;
-    let alarms = alarm::Alarms::new(config.resources.watermark_bytes());
+    let alarms = alarm::Alarms::new(
+        config.resources.watermark_bytes(),
+        config.resources.disk_free_limit_bytes,
+        config.data_dir.clone(),
+    );
     let monitor = tokio::spawn(alarm::monitor(
         alarms.clone(),
         Duration::from_millis(config.resources.check_interval_ms),
