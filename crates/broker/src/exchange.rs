@@ -79,8 +79,6 @@ struct Binding {
 
 #[derive(Debug, Default)]
 struct KeyBindings {
-    /// The binding key split into words (topic exchanges only).
-    words: Vec<String>,
     bindings: Vec<Binding>,
 }
 
@@ -100,6 +98,8 @@ pub struct Exchange {
     /// Arguments.
     pub arguments: FieldTable,
     by_key: HashMap<String, KeyBindings>,
+    /// Topic exchanges: the binding keys indexed by word.
+    trie: topic::Trie,
     binding_count: usize,
 }
 
@@ -121,6 +121,7 @@ impl Exchange {
             internal,
             arguments,
             by_key: HashMap::new(),
+            trie: topic::Trie::default(),
             binding_count: 0,
         }
     }
@@ -141,18 +142,10 @@ impl Exchange {
 
     /// Adds a binding; binding twice is a no-op. Returns whether it was added.
     pub fn bind(&mut self, destination: Destination, key: &str, arguments: FieldTable) -> bool {
-        let kind = self.kind;
-        let entry = self
-            .by_key
-            .entry(key.to_string())
-            .or_insert_with(|| KeyBindings {
-                words: if kind == ExchangeKind::Topic {
-                    topic::split(key).into_iter().map(str::to_string).collect()
-                } else {
-                    Vec::new()
-                },
-                bindings: Vec::new(),
-            });
+        if self.kind == ExchangeKind::Topic && !self.by_key.contains_key(key) {
+            self.trie.insert(key);
+        }
+        let entry = self.by_key.entry(key.to_string()).or_default();
         let b = Binding {
             destination,
             arguments,
@@ -177,6 +170,9 @@ impl Exchange {
         let removed = before - entry.bindings.len();
         if entry.bindings.is_empty() {
             self.by_key.remove(key);
+            if self.kind == ExchangeKind::Topic {
+                self.trie.remove(key);
+            }
         }
         self.binding_count -= removed;
         removed > 0
@@ -185,12 +181,23 @@ impl Exchange {
     /// Removes every binding to `destination`. Returns how many were removed.
     pub fn remove_destination(&mut self, destination: &Destination) -> usize {
         let mut removed = 0;
-        self.by_key.retain(|_, entry| {
+        let mut emptied = Vec::new();
+        self.by_key.retain(|key, entry| {
             let before = entry.bindings.len();
             entry.bindings.retain(|b| &b.destination != destination);
             removed += before - entry.bindings.len();
-            !entry.bindings.is_empty()
+            if entry.bindings.is_empty() {
+                emptied.push(key.clone());
+                false
+            } else {
+                true
+            }
         });
+        if self.kind == ExchangeKind::Topic {
+            for key in emptied {
+                self.trie.remove(&key);
+            }
+        }
         self.binding_count -= removed;
         removed
     }
@@ -231,9 +238,25 @@ impl Exchange {
                 }
             }
             ExchangeKind::Topic => {
-                for e in self.by_key.values() {
-                    if topic::matches(&e.words, key_words) {
+                let start = out.len();
+                let by_key = &self.by_key;
+                self.trie.matches(key_words, &mut |k| {
+                    if let Some(e) = by_key.get(k) {
                         out.extend(e.bindings.iter().map(|b| &b.destination));
+                    }
+                });
+                // Several `#` placements can report the same key: drop exact repeats.
+                if out.len() - start > 1 {
+                    let mut seen: Vec<*const Destination> = Vec::new();
+                    let mut i = start;
+                    while i < out.len() {
+                        let p: *const Destination = out[i];
+                        if seen.contains(&p) {
+                            out.swap_remove(i);
+                        } else {
+                            seen.push(p);
+                            i += 1;
+                        }
                     }
                 }
             }

@@ -143,3 +143,119 @@ mod tests {
         }
     }
 }
+
+/// An index of topic binding keys by word, so routing a message costs a walk of the
+/// words it can match rather than a test of every binding (RabbitMQ keeps a trie too).
+#[derive(Debug, Default)]
+pub struct Trie {
+    root: Node,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    children: std::collections::HashMap<String, Node>,
+    /// Binding keys that end at this node.
+    keys: Vec<String>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.keys.is_empty()
+    }
+}
+
+impl Trie {
+    /// Adds a binding key.
+    pub fn insert(&mut self, key: &str) {
+        let mut node = &mut self.root;
+        for w in split(key) {
+            node = node.children.entry(w.to_string()).or_default();
+        }
+        if !node.keys.iter().any(|k| k == key) {
+            node.keys.push(key.to_string());
+        }
+    }
+
+    /// Removes a binding key.
+    pub fn remove(&mut self, key: &str) {
+        fn go(node: &mut Node, words: &[&str], key: &str) {
+            match words.split_first() {
+                None => node.keys.retain(|k| k != key),
+                Some((w, rest)) => {
+                    if let Some(child) = node.children.get_mut(*w) {
+                        go(child, rest, key);
+                        if child.is_empty() {
+                            node.children.remove(*w);
+                        }
+                    }
+                }
+            }
+        }
+        go(&mut self.root, &split(key), key);
+    }
+
+    /// Calls `found` with every binding key matching `words` (a key may be reported more
+    /// than once when several `#` placements match).
+    pub fn matches<'a>(&'a self, words: &[&str], found: &mut impl FnMut(&'a str)) {
+        fn go<'a>(node: &'a Node, words: &[&str], found: &mut impl FnMut(&'a str)) {
+            if words.is_empty() {
+                for k in &node.keys {
+                    found(k);
+                }
+            }
+            if let Some((w, rest)) = words.split_first() {
+                if let Some(child) = node.children.get(*w) {
+                    go(child, rest, found);
+                }
+                if let Some(child) = node.children.get("*") {
+                    go(child, rest, found);
+                }
+            }
+            if let Some(hash) = node.children.get("#") {
+                // `#` takes zero or more words.
+                for skip in 0..=words.len() {
+                    go(hash, &words[skip..], found);
+                }
+            }
+        }
+        go(&self.root, words, found);
+    }
+}
+
+#[cfg(test)]
+mod trie_tests {
+    use super::*;
+
+    #[test]
+    fn trie_agrees_with_the_matcher() {
+        let patterns = [
+            "#", "*", "", "a", "a.b", "a.*", "*.b", "a.#", "#.b", "a.#.b", "#.#", "*.#", "#.*",
+            "a..b", "a.*.b", "*.*", "a.b.c", "#.a.#",
+        ];
+        let keys = [
+            "", "a", "b", "a.b", "a.b.c", "a..b", "a.x.b", ".", "x.a.y", "a.a",
+        ];
+        let mut t = Trie::default();
+        for p in patterns {
+            t.insert(p);
+        }
+        for k in keys {
+            let words = split(k);
+            let mut got: Vec<&str> = Vec::new();
+            t.matches(&words, &mut |p| got.push(p));
+            got.sort();
+            got.dedup();
+            let mut want: Vec<&str> = patterns
+                .iter()
+                .copied()
+                .filter(|p| matches(&split(p), &words))
+                .collect();
+            want.sort();
+            assert_eq!(got, want, "key {k:?}");
+        }
+        for p in patterns {
+            t.remove(p);
+        }
+        assert!(t.root.is_empty());
+    }
+}

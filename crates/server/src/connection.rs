@@ -131,7 +131,9 @@ async fn run(
 ) {
     let _ = stream.set_nodelay(true);
     let limit = Duration::from_secs(shared.config.limits.handshake_timeout_secs.max(1));
-    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    // Small to start with: an idle connection should cost little. The main loop grows
+    // the buffer for connections that move data.
+    let mut rbuf = BytesMut::with_capacity(1024);
     let session =
         match tokio::time::timeout(limit, handshake(&mut stream, &mut rbuf, peer, &shared)).await {
             Ok(Ok(s)) => s,
@@ -169,7 +171,7 @@ async fn run(
         channel_max: session.channel_max,
         decoder: FrameDecoder::new(session.frame_max),
         channels: HashMap::new(),
-        out: BytesMut::with_capacity(16 * 1024),
+        out: BytesMut::new(),
         closing_since: None,
         done: false,
         has_published: false,
@@ -368,6 +370,25 @@ async fn handshake(
     })
 }
 
+/// Reads what the socket has. The buffer grows only for connections whose reads fill
+/// it (`hint` doubles up to 64 KiB), so a busy connection reads in large batches while
+/// an idle one keeps a small buffer.
+async fn read_some(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    rbuf: &mut BytesMut,
+    hint: &mut usize,
+) -> std::io::Result<usize> {
+    if rbuf.capacity() - rbuf.len() < 256 {
+        rbuf.reserve(*hint);
+    }
+    let spare = rbuf.capacity() - rbuf.len();
+    let n = rd.read_buf(rbuf).await?;
+    if n == spare {
+        *hint = (*hint * 2).min(64 * 1024);
+    }
+    Ok(n)
+}
+
 async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
     let mut batch = Vec::with_capacity(64);
     while rx.recv_many(&mut batch, 64).await > 0 {
@@ -411,6 +432,7 @@ impl Connection {
     ) -> String {
         let heartbeat = self.heartbeat;
         let mut blocked_notified = false;
+        let mut read_hint = 1024usize;
         let hb = Duration::from_secs(u64::from(heartbeat));
         let tick_every = if heartbeat == 0 {
             Duration::from_secs(3600)
@@ -475,7 +497,7 @@ impl Connection {
                         break "broker stopped".to_string();
                     }
                 }
-                r = rd.read_buf(&mut rbuf), if !blocked => match r {
+                r = read_some(&mut rd, &mut rbuf, &mut read_hint), if !blocked => match r {
                     Ok(0) => break "client closed the socket".to_string(),
                     Err(e) => break format!("socket read failed: {e}"),
                     Ok(_) => {
