@@ -101,6 +101,11 @@ impl TestBroker {
         }
     }
 
+    /// The running broker: its engine (`running().broker()`) and its resource alarms.
+    pub fn running(&self) -> &warren_server::Running {
+        self.running.as_ref().expect("broker is running")
+    }
+
     /// The AMQP listener address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
