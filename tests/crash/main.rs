@@ -571,3 +571,151 @@ async fn unusable_data_directories_are_refused_and_left_untouched() {
     assert!(!out.status.success());
     assert_eq!(std::fs::read(&file).expect("read"), b"x");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_definitions_survive_a_restart_and_transient_ones_do_not() {
+    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    {
+        let conn = connect(&broker.uri()).await;
+        let ch = conn.create_channel().await.expect("channel");
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-max-length".into(),
+            amq_protocol::types::AMQPValue::LongInt(5),
+        );
+        ch.queue_declare("d-q".into(), durable, args.clone())
+            .await
+            .expect("durable queue");
+        ch.queue_declare(
+            "t-q".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("transient queue");
+        ch.queue_declare(
+            "x-q".into(),
+            QueueDeclareOptions {
+                durable: true,
+                exclusive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("exclusive queue");
+        ch.exchange_declare(
+            "d-x".into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("durable exchange");
+        ch.exchange_declare(
+            "t-x".into(),
+            lapin::ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("transient exchange");
+        ch.queue_bind(
+            "d-q".into(),
+            "d-x".into(),
+            "a.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+        // Graceful close, then a crash: definitions must already be on disk.
+        let _ = conn.close(200, "bye".into()).await;
+    }
+    broker.kill9();
+    let broker = Broker::start(dir.path());
+    let conn = connect(&broker.uri()).await;
+    let passive = |name: &'static str| {
+        let conn = &conn;
+        async move {
+            let ch = conn.create_channel().await.expect("channel");
+            ch.queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .is_ok()
+        }
+    };
+    assert!(passive("d-q").await, "durable queue must survive");
+    assert!(!passive("t-q").await, "transient queue must be gone");
+    assert!(!passive("x-q").await, "exclusive queue must be gone");
+    let ch = conn.create_channel().await.expect("channel");
+    // The durable queue kept its arguments (redeclaring with different ones fails)...
+    let mut other = FieldTable::default();
+    other.insert(
+        "x-max-length".into(),
+        amq_protocol::types::AMQPValue::LongInt(6),
+    );
+    let redeclare = ch
+        .queue_declare(
+            "d-q".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            other,
+        )
+        .await;
+    assert!(
+        redeclare.is_err(),
+        "x-max-length 5 must have been recovered"
+    );
+    // ...and the durable exchange and its binding route again.
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm");
+    let pc = ch
+        .basic_publish(
+            "d-x".into(),
+            "a.b.c".into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            b"routed",
+            persistent(),
+        )
+        .await
+        .expect("publish");
+    let c = pc.await.expect("confirm");
+    assert!(c.is_ack());
+    assert!(c.take_message().is_none(), "must be routed, not returned");
+    let missing = ch
+        .exchange_declare(
+            "t-x".into(),
+            lapin::ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                passive: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    assert!(missing.is_err(), "transient exchange must be gone");
+    broker.kill9();
+}
