@@ -7,6 +7,7 @@
 mod acks;
 mod confirms_tx;
 mod errors;
+mod extensions;
 mod lifecycle;
 mod publish_consume;
 mod raw_protocol;
