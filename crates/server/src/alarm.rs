@@ -11,13 +11,39 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+/// Which resource alarms are set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AlarmState {
+    /// Resident memory at or above the high watermark.
+    pub memory: bool,
+    /// Free disk space below the limit.
+    pub disk: bool,
+}
+
+impl AlarmState {
+    /// Whether any alarm is set.
+    pub fn any(self) -> bool {
+        self.memory || self.disk
+    }
+
+    /// The `connection.blocked` reason RabbitMQ sends: "low on " and the alarms joined
+    /// with " & ".
+    pub fn reason(self) -> &'static str {
+        match (self.memory, self.disk) {
+            (true, true) => "low on memory & disk",
+            (false, true) => "low on disk",
+            _ => "low on memory",
+        }
+    }
+}
+
 /// The memory and disk alarms.
 #[derive(Debug)]
 pub struct Alarms {
     watermark_bytes: AtomicU64,
     disk_free_limit_bytes: AtomicU64,
     data_dir: std::path::PathBuf,
-    state: watch::Sender<bool>,
+    state: watch::Sender<AlarmState>,
 }
 
 impl Alarms {
@@ -28,7 +54,7 @@ impl Alarms {
         disk_free_limit_bytes: u64,
         data_dir: std::path::PathBuf,
     ) -> Arc<Self> {
-        let (state, _) = watch::channel(false);
+        let (state, _) = watch::channel(AlarmState::default());
         let a = Arc::new(Alarms {
             watermark_bytes: AtomicU64::new(watermark_bytes),
             disk_free_limit_bytes: AtomicU64::new(disk_free_limit_bytes),
@@ -46,14 +72,14 @@ impl Alarms {
         self.evaluate();
     }
 
-    /// Follows the alarm state (true = publishers blocked).
-    pub fn subscribe(&self) -> watch::Receiver<bool> {
+    /// Follows the alarm state (any alarm set = publishers blocked).
+    pub fn subscribe(&self) -> watch::Receiver<AlarmState> {
         self.state.subscribe()
     }
 
     /// Whether the alarm is on.
     pub fn is_on(&self) -> bool {
-        *self.state.borrow()
+        self.state.borrow().any()
     }
 
     /// The current watermark in bytes.
@@ -80,9 +106,10 @@ impl Alarms {
             None
         };
         let disk = limit > 0 && free.is_some_and(|f| f < limit);
-        let on = memory || disk;
+        let new = AlarmState { memory, disk };
+        let on = new.any();
         let was = *self.state.borrow();
-        if on != was {
+        if new != was {
             if on {
                 warn!(
                     rss = rss.unwrap_or(0),
@@ -100,7 +127,7 @@ impl Alarms {
                     "resource limit alarm cleared: unblocking publishers"
                 );
             }
-            self.state.send_replace(on);
+            self.state.send_replace(new);
         }
     }
 }
@@ -164,7 +191,7 @@ mod tests {
         let rx = a.subscribe();
         a.set_watermark_bytes(u64::MAX);
         assert!(!a.is_on());
-        assert!(!*rx.borrow());
+        assert!(!rx.borrow().any());
         a.set_watermark_bytes(0);
         assert!(!a.is_on());
         assert!(total_memory_bytes().unwrap_or(0) > 0);

@@ -428,7 +428,7 @@ impl Connection {
         mut inbox: mpsc::UnboundedReceiver<ConnEvent>,
         wtx: mpsc::Sender<Bytes>,
         mut shutdown: watch::Receiver<bool>,
-        mut alarm: watch::Receiver<bool>,
+        mut alarm: watch::Receiver<crate::alarm::AlarmState>,
     ) -> String {
         let heartbeat = self.heartbeat;
         let mut blocked_notified = false;
@@ -456,13 +456,14 @@ impl Connection {
             }
             // Resource alarm: stop reading from a publishing connection (TCP then pushes
             // back on the client) and tell it, if it listens for connection.blocked.
-            let blocked = *alarm.borrow() && self.has_published && self.closing_since.is_none();
+            let alarm_state = *alarm.borrow();
+            let blocked = alarm_state.any() && self.has_published && self.closing_since.is_none();
             if blocked != blocked_notified {
                 blocked_notified = blocked;
                 if self.caps.connection_blocked {
                     let m = if blocked {
                         connection::AMQPMethod::Blocked(connection::Blocked {
-                            reason: short("low on memory"),
+                            reason: short(alarm_state.reason()),
                         })
                     } else {
                         connection::AMQPMethod::Unblocked(connection::Unblocked {})
