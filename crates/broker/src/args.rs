@@ -24,6 +24,22 @@ pub const QUEUE_EQUIVALENCE_KEYS: &[&str] = &[
 /// Exchange arguments compared on redeclare.
 pub const EXCHANGE_EQUIVALENCE_KEYS: &[&str] = &["alternate-exchange"];
 
+/// The value of any integer field type (timestamps included), as RabbitMQ compares
+/// integers: by value, whatever their width.
+pub fn int_value(v: &AMQPValue) -> Option<i128> {
+    Some(match v {
+        AMQPValue::ShortShortInt(x) => i128::from(*x),
+        AMQPValue::ShortShortUInt(x) => i128::from(*x),
+        AMQPValue::ShortInt(x) => i128::from(*x),
+        AMQPValue::ShortUInt(x) => i128::from(*x),
+        AMQPValue::LongInt(x) => i128::from(*x),
+        AMQPValue::LongUInt(x) => i128::from(*x),
+        AMQPValue::LongLongInt(x) => i128::from(*x),
+        AMQPValue::Timestamp(x) => i128::from(*x),
+        _ => return None,
+    })
+}
+
 /// RabbitMQ's name for a field type.
 pub fn type_name(v: &AMQPValue) -> &'static str {
     match v {

@@ -48,23 +48,9 @@ fn as_bytes(v: &AMQPValue) -> Option<&[u8]> {
     }
 }
 
-fn as_int(v: &AMQPValue) -> Option<i128> {
-    Some(match v {
-        AMQPValue::ShortShortInt(x) => i128::from(*x),
-        AMQPValue::ShortShortUInt(x) => i128::from(*x),
-        AMQPValue::ShortInt(x) => i128::from(*x),
-        AMQPValue::ShortUInt(x) => i128::from(*x),
-        AMQPValue::LongInt(x) => i128::from(*x),
-        AMQPValue::LongUInt(x) => i128::from(*x),
-        AMQPValue::LongLongInt(x) => i128::from(*x),
-        AMQPValue::Timestamp(x) => i128::from(*x),
-        _ => return None,
-    })
-}
-
 /// Erlang-term equality of two field values.
 pub fn values_equal(a: &AMQPValue, b: &AMQPValue) -> bool {
-    if let (Some(x), Some(y)) = (as_int(a), as_int(b)) {
+    if let (Some(x), Some(y)) = (crate::args::int_value(a), crate::args::int_value(b)) {
         return x == y;
     }
     if let (Some(x), Some(y)) = (as_bytes(a), as_bytes(b)) {

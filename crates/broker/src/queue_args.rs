@@ -50,17 +50,12 @@ pub struct InvalidArg {
     pub kind: InvalidKind,
 }
 
+/// Integer argument types only (a timestamp is not an integer argument).
 fn int_of(v: &AMQPValue) -> Option<i128> {
-    Some(match v {
-        AMQPValue::ShortShortInt(x) => i128::from(*x),
-        AMQPValue::ShortShortUInt(x) => i128::from(*x),
-        AMQPValue::ShortInt(x) => i128::from(*x),
-        AMQPValue::ShortUInt(x) => i128::from(*x),
-        AMQPValue::LongInt(x) => i128::from(*x),
-        AMQPValue::LongUInt(x) => i128::from(*x),
-        AMQPValue::LongLongInt(x) => i128::from(*x),
-        _ => return None,
-    })
+    match v {
+        AMQPValue::Timestamp(_) => None,
+        other => crate::args::int_value(other),
+    }
 }
 
 fn str_of(v: &AMQPValue) -> Option<String> {

@@ -151,6 +151,13 @@ fn short(s: &str) -> ShortString {
     ShortString::try_new(s.to_string()).unwrap_or_default()
 }
 
+/// Sends a method's `-ok` reply unless the client asked for `nowait`.
+fn reply_unless_nowait(out: &mut BytesMut, ch: u16, nowait: bool, m: AMQPClass) {
+    if !nowait {
+        encode::method(out, ch, &m);
+    }
+}
+
 fn method_frame(out: &mut BytesMut, ch: u16, m: AMQPClass) {
     encode::method(out, ch, &m);
 }
@@ -254,28 +261,24 @@ impl Channel {
                         arguments: d.arguments,
                     })
                     .map_err(amqp)?;
-                if !d.nowait {
-                    method_frame(
-                        out,
-                        ch,
-                        AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(
-                            exchange::DeclareOk {},
-                        )),
-                    );
-                }
+                reply_unless_nowait(
+                    out,
+                    ch,
+                    d.nowait,
+                    AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})),
+                );
                 Ok(())
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Delete(d)) => {
                 vhost
                     .delete_exchange(d.exchange.as_str(), d.if_unused)
                     .map_err(amqp)?;
-                if !d.nowait {
-                    method_frame(
-                        out,
-                        ch,
-                        AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
-                    );
-                }
+                reply_unless_nowait(
+                    out,
+                    ch,
+                    d.nowait,
+                    AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
+                );
                 Ok(())
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Bind(b)) => {
@@ -287,13 +290,12 @@ impl Channel {
                         &b.arguments,
                     )
                     .map_err(amqp)?;
-                if !b.nowait {
-                    method_frame(
-                        out,
-                        ch,
-                        AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
-                    );
-                }
+                reply_unless_nowait(
+                    out,
+                    ch,
+                    b.nowait,
+                    AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
+                );
                 Ok(())
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Unbind(b)) => {
@@ -305,30 +307,28 @@ impl Channel {
                         &b.arguments,
                     )
                     .map_err(amqp)?;
-                if !b.nowait {
-                    method_frame(
-                        out,
-                        ch,
-                        AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
-                    );
-                }
+                reply_unless_nowait(
+                    out,
+                    ch,
+                    b.nowait,
+                    AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
+                );
                 Ok(())
             }
             AMQPClass::Queue(queue::AMQPMethod::Declare(d))
                 if vhost.is_reply_queue(d.queue.as_str()) =>
             {
                 // RabbitMQ: the direct reply-to pseudo-queue always "exists".
-                if !d.nowait {
-                    method_frame(
-                        out,
-                        ch,
-                        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
-                            queue: d.queue.clone(),
-                            message_count: 0,
-                            consumer_count: 1,
-                        })),
-                    );
-                }
+                reply_unless_nowait(
+                    out,
+                    ch,
+                    d.nowait,
+                    AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                        queue: d.queue.clone(),
+                        message_count: 0,
+                        consumer_count: 1,
+                    })),
+                );
                 Ok(())
             }
             AMQPClass::Queue(queue::AMQPMethod::Declare(d)) => {
@@ -354,17 +354,16 @@ impl Channel {
                     tracing::debug!(queue = %q.name, "queue declared");
                 }
                 self.last_queue = Some(q.name.clone());
-                if !d.nowait {
-                    method_frame(
-                        out,
-                        ch,
-                        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
-                            queue: short(&q.name),
-                            message_count: messages,
-                            consumer_count: consumers,
-                        })),
-                    );
-                }
+                reply_unless_nowait(
+                    out,
+                    ch,
+                    d.nowait,
+                    AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                        queue: short(&q.name),
+                        message_count: messages,
+                        consumer_count: consumers,
+                    })),
+                );
                 Ok(())
             }
             AMQPClass::Queue(queue::AMQPMethod::Bind(b)) => {
@@ -378,13 +377,12 @@ impl Channel {
                         ctx.id,
                     )
                     .map_err(amqp)?;
-                if !b.nowait {
-                    method_frame(
-                        out,
-                        ch,
-                        AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
-                    );
-                }
+                reply_unless_nowait(
+                    out,
+                    ch,
+                    b.nowait,
+                    AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
+                );
                 Ok(())
             }
             AMQPClass::Queue(queue::AMQPMethod::Unbind(b)) => {
@@ -408,15 +406,14 @@ impl Channel {
             AMQPClass::Queue(queue::AMQPMethod::Purge(p)) => {
                 let name = self.queue_name(p.queue.as_str())?;
                 let n = vhost.purge_queue(&name, ctx.id).map_err(amqp)?;
-                if !p.nowait {
-                    method_frame(
-                        out,
-                        ch,
-                        AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
-                            message_count: n,
-                        })),
-                    );
-                }
+                reply_unless_nowait(
+                    out,
+                    ch,
+                    p.nowait,
+                    AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
+                        message_count: n,
+                    })),
+                );
                 Ok(())
             }
             AMQPClass::Queue(queue::AMQPMethod::Delete(d)) => {
@@ -424,15 +421,14 @@ impl Channel {
                 let n = vhost
                     .delete_queue(&name, d.if_unused, d.if_empty, ctx.id)
                     .map_err(amqp)?;
-                if !d.nowait {
-                    method_frame(
-                        out,
-                        ch,
-                        AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
-                            message_count: n,
-                        })),
-                    );
-                }
+                reply_unless_nowait(
+                    out,
+                    ch,
+                    d.nowait,
+                    AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                        message_count: n,
+                    })),
+                );
                 Ok(())
             }
             AMQPClass::Basic(m) => self.basic(ctx, out, m),
@@ -446,13 +442,12 @@ impl Channel {
                     Mode::Plain => self.mode = Mode::Confirm(Confirms::default()),
                     Mode::Confirm(_) => {}
                 }
-                if !s.nowait {
-                    method_frame(
-                        out,
-                        ch,
-                        AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
-                    );
-                }
+                reply_unless_nowait(
+                    out,
+                    ch,
+                    s.nowait,
+                    AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+                );
                 Ok(())
             }
             AMQPClass::Tx(t) => self.tx(ctx, out, t),
@@ -493,15 +488,14 @@ impl Channel {
                 if let Some(cc) = self.consumers.remove(&tag) {
                     self.release_consumer(ctx, &tag, &cc, true);
                 }
-                if !c.nowait {
-                    method_frame(
-                        out,
-                        ch,
-                        AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
-                            consumer_tag: c.consumer_tag,
-                        })),
-                    );
-                }
+                reply_unless_nowait(
+                    out,
+                    ch,
+                    c.nowait,
+                    AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                        consumer_tag: c.consumer_tag,
+                    })),
+                );
                 Ok(())
             }
             basic::AMQPMethod::Get(g) => {
@@ -670,15 +664,14 @@ impl Channel {
         }
         self.consumers
             .insert(tag.clone(), ChannelConsumer { queue: q, reply });
-        if !c.nowait {
-            method_frame(
-                out,
-                ch,
-                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
-                    consumer_tag: short(&tag),
-                })),
-            );
-        }
+        reply_unless_nowait(
+            out,
+            ch,
+            c.nowait,
+            AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                consumer_tag: short(&tag),
+            })),
+        );
         Ok(())
     }
 
@@ -1221,16 +1214,10 @@ fn encode_properties(p: &basic::AMQPProperties) -> Option<Bytes> {
 
 fn int_arg(v: &warren_codec::types::AMQPValue) -> Option<i64> {
     use warren_codec::types::AMQPValue as V;
-    Some(match v {
-        V::ShortShortInt(x) => i64::from(*x),
-        V::ShortShortUInt(x) => i64::from(*x),
-        V::ShortInt(x) => i64::from(*x),
-        V::ShortUInt(x) => i64::from(*x),
-        V::LongInt(x) => i64::from(*x),
-        V::LongUInt(x) => i64::from(*x),
-        V::LongLongInt(x) => *x,
-        _ => return None,
-    })
+    match v {
+        V::Timestamp(_) => None,
+        other => warren_broker::args::int_value(other).and_then(|n| i64::try_from(n).ok()),
+    }
 }
 
 /// RabbitMQ's `rabbit_basic:parse_expiration`: a non-negative integer of milliseconds,
