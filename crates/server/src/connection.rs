@@ -133,7 +133,7 @@ async fn run(
     let limit = Duration::from_secs(shared.config.limits.handshake_timeout_secs.max(1));
     // Small to start with: an idle connection should cost little. The main loop grows
     // the buffer for connections that move data.
-    let mut rbuf = BytesMut::with_capacity(1024);
+    let mut rbuf = BytesMut::with_capacity(512);
     let session =
         match tokio::time::timeout(limit, handshake(&mut stream, &mut rbuf, peer, &shared)).await {
             Ok(Ok(s)) => s,
@@ -406,7 +406,7 @@ struct Connection {
     caps: ClientCaps,
     channel_max: u16,
     decoder: FrameDecoder,
-    channels: HashMap<u16, Channel>,
+    channels: HashMap<u16, Box<Channel>>,
     /// Frames to send, handed to the writer once per wake-up.
     out: BytesMut,
     /// Set when we sent connection.close and wait for close-ok.
@@ -442,7 +442,8 @@ impl Connection {
         let mut tick = tokio::time::interval_at(Instant::now() + tick_every, tick_every);
         let mut last_read = Instant::now();
         let mut last_write = Instant::now();
-        let mut events = Vec::with_capacity(128);
+        // Grows on first use only: idle connections never allocate it.
+        let mut events = Vec::new();
         // Frames may already be buffered from the handshake read.
         self.process_frames(&mut rbuf);
         let reason = loop {
@@ -509,7 +510,7 @@ impl Connection {
                         }
                     }
                 },
-                n = inbox.recv_many(&mut events, 128) => {
+                n = inbox.recv_many(&mut events, 64) => {
                     if n == 0 {
                         break "inbox closed".to_string();
                     }
@@ -561,7 +562,7 @@ impl Connection {
         while let Ok(ev) = inbox.try_recv() {
             if let ConnEvent::Deliver(d) = ev {
                 self.ctx.sink.delivered();
-                return_delivery(d);
+                return_delivery(*d);
             }
         }
         self.ctx.vhost.connection_closed(self.ctx.id);
@@ -713,7 +714,7 @@ impl Connection {
                     .with_method(20, 10));
                 }
                 self.channels
-                    .insert(ch, Channel::new(ch, self.ctx.max_message_bytes));
+                    .insert(ch, Box::new(Channel::new(ch, self.ctx.max_message_bytes)));
                 encode::method(
                     &mut self.out,
                     ch,
@@ -767,8 +768,8 @@ impl Connection {
             ConnEvent::Deliver(d) => {
                 self.ctx.sink.delivered();
                 match self.channels.get_mut(&d.channel) {
-                    Some(ch) => ch.deliver(&self.ctx, &mut self.out, d),
-                    None => return_delivery(d),
+                    Some(ch) => ch.deliver(&self.ctx, &mut self.out, *d),
+                    None => return_delivery(*d),
                 }
             }
             ConnEvent::Synced { channel, upto, ok } => {

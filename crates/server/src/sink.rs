@@ -18,8 +18,9 @@ pub const MAX_QUEUED: usize = 1024;
 /// Events queues send to a connection.
 #[derive(Debug)]
 pub enum ConnEvent {
-    /// A message for a consumer.
-    Deliver(Delivery),
+    /// A message for a consumer (boxed: it keeps every event, and so every connection's
+    /// inbox and event buffer, small).
+    Deliver(Box<Delivery>),
     /// A consumer was cancelled by the broker (queue deleted).
     Cancelled {
         /// Channel of the consumer.
@@ -101,7 +102,7 @@ impl DeliverySink for ConnSink {
     fn deliver(&self, delivery: Delivery) {
         self.queued.fetch_add(1, Ordering::AcqRel);
         if let Err(mpsc::error::SendError(ConnEvent::Deliver(_d))) =
-            self.tx.send(ConnEvent::Deliver(delivery))
+            self.tx.send(ConnEvent::Deliver(Box::new(delivery)))
         {
             // Unreachable by construction: a connection removes its consumers from their
             // queues (under each queue's lock) before it drops the inbox receiver.
