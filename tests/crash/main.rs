@@ -406,6 +406,30 @@ async fn acked_messages_stay_acked_and_unacked_are_kept_across_kill_9() {
     broker.kill9();
 }
 
+/// Declares the durable queue and publishes `seqs` one by one, each confirmed.
+async fn publish_confirmed(uri: &str, seqs: std::ops::Range<u64>) {
+    let conn = connect(uri).await;
+    let ch = conn.create_channel().await.expect("channel");
+    declare(&ch).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm");
+    for seq in seqs {
+        let b = body(0, seq);
+        let pc = ch
+            .basic_publish(
+                "".into(),
+                QUEUE.into(),
+                BasicPublishOptions::default(),
+                &b,
+                persistent(),
+            )
+            .await
+            .expect("publish");
+        assert!(pc.await.expect("confirm").is_ack());
+    }
+}
+
 fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -427,28 +451,7 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
 async fn damaged_segment_tail_is_dropped_and_intact_messages_kept() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(dir.path());
-    {
-        let conn = connect(&broker.uri()).await;
-        let ch = conn.create_channel().await.expect("channel");
-        declare(&ch).await;
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .expect("confirm");
-        for seq in 0..100 {
-            let b = body(0, seq);
-            let pc = ch
-                .basic_publish(
-                    "".into(),
-                    QUEUE.into(),
-                    BasicPublishOptions::default(),
-                    &b,
-                    persistent(),
-                )
-                .await
-                .expect("publish");
-            assert!(pc.await.expect("confirm").is_ack());
-        }
-    }
+    publish_confirmed(&broker.uri(), 0..100).await;
     broker.kill9();
     // Truncate the last record in the middle, then restart: 99 intact messages.
     let seg = segment_files(dir.path())
@@ -471,27 +474,7 @@ async fn damaged_segment_tail_is_dropped_and_intact_messages_kept() {
     // Now a fresh batch, and flip bytes inside the last record: it is dropped, not
     // delivered corrupted.
     let broker = Broker::start(dir.path());
-    {
-        let conn = connect(&broker.uri()).await;
-        let ch = conn.create_channel().await.expect("channel");
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .expect("confirm");
-        for seq in 1000..1010 {
-            let b = body(0, seq);
-            let pc = ch
-                .basic_publish(
-                    "".into(),
-                    QUEUE.into(),
-                    BasicPublishOptions::default(),
-                    &b,
-                    persistent(),
-                )
-                .await
-                .expect("publish");
-            assert!(pc.await.expect("confirm").is_ack());
-        }
-    }
+    publish_confirmed(&broker.uri(), 1000..1010).await;
     broker.kill9();
     let seg = segment_files(dir.path())
         .into_iter()
