@@ -783,9 +783,17 @@ impl Channel {
             return Err(AmqpError::not_implemented("immediate=true"));
         }
         let exchange = p.exchange.as_str();
-        ctx.vhost.check_publish(exchange).map_err(amqp)?;
         let properties = decode_properties(&raw_properties)
             .ok_or_else(|| AmqpError::frame_error("cannot decode content header properties"))?;
+        // RabbitMQ checks the exchange (404/403) before user_id and expiration (406).
+        // Routing checks it again anyway, so look it up here only when a property check
+        // could fail first, or when a transaction defers routing to the commit.
+        if matches!(self.mode, Mode::Tx(_))
+            || properties.user_id().is_some()
+            || properties.expiration().is_some()
+        {
+            ctx.vhost.check_publish(exchange).map_err(amqp)?;
+        }
         if let Some(uid) = properties.user_id() {
             if uid.as_str() != ctx.user {
                 return Err(AmqpError::precondition_failed(format!(
