@@ -57,11 +57,14 @@ impl Target {
 /// An open connection.
 #[derive(Debug)]
 pub struct RawConnection {
-    stream: TcpStream,
-    buf: BytesMut,
-    decoder: FrameDecoder,
+    pub(crate) stream: TcpStream,
+    /// Bytes read but not yet decoded.
+    pub(crate) buf: BytesMut,
+    pub(crate) decoder: FrameDecoder,
     /// Heartbeat interval agreed in tune-ok (the server's proposal), seconds.
-    heartbeat: u16,
+    pub(crate) heartbeat: u16,
+    /// frame_max agreed in tune-ok (0: no limit).
+    pub(crate) frame_max: u32,
 }
 
 fn short(s: &str) -> ShortString {
@@ -88,6 +91,7 @@ impl RawConnection {
             // No limit until tune: the server's connection.start is small anyway.
             decoder: FrameDecoder::new(0),
             heartbeat: 0,
+            frame_max: 0,
         };
         c.stream
             .write_all(&PROTOCOL_HEADER)
@@ -125,6 +129,7 @@ impl RawConnection {
             other => return Err(unexpected("connection.tune", &other)),
         };
         c.heartbeat = tune.heartbeat;
+        c.frame_max = tune.frame_max;
         c.decoder.set_frame_max(tune.frame_max);
         c.send_method(
             0,
@@ -160,7 +165,7 @@ impl RawConnection {
         Ok(c)
     }
 
-    async fn send_method(&mut self, channel: u16, method: &AMQPClass) -> Result<(), PerfError> {
+    pub(crate) async fn send_method(&mut self, channel: u16, method: &AMQPClass) -> Result<(), PerfError> {
         let mut out = BytesMut::with_capacity(256);
         encode::method(&mut out, channel, method);
         self.stream
@@ -170,7 +175,7 @@ impl RawConnection {
     }
 
     /// The next frame; `None` when the broker closed the socket.
-    async fn next_frame(&mut self) -> Result<Option<Frame>, PerfError> {
+    pub(crate) async fn next_frame(&mut self) -> Result<Option<Frame>, PerfError> {
         loop {
             match self.decoder.decode(&mut self.buf) {
                 Ok(Some(f)) => return Ok(Some(f)),
@@ -189,7 +194,7 @@ impl RawConnection {
     }
 
     /// The next method frame, skipping heartbeats.
-    async fn next_method(&mut self) -> Result<(u16, AMQPClass), PerfError> {
+    pub(crate) async fn next_method(&mut self) -> Result<(u16, AMQPClass), PerfError> {
         loop {
             match self.next_frame().await? {
                 Some(Frame::Method { channel, method }) => return Ok((channel, *method)),
@@ -280,7 +285,7 @@ impl RawConnection {
     }
 }
 
-fn unexpected(wanted: &str, got: &(u16, AMQPClass)) -> PerfError {
+pub(crate) fn unexpected(wanted: &str, got: &(u16, AMQPClass)) -> PerfError {
     PerfError::Protocol(format!(
         "expected {wanted}, got {:?} on channel {}",
         got.1, got.0

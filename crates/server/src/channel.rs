@@ -75,11 +75,10 @@ impl Stored {
     }
 }
 
-/// A publish held back by a transaction.
+/// A publish on its way to routing (held back by a transaction, or routed at once). The
+/// exchange and routing key are the message's own.
 #[derive(Debug)]
 struct PendingPublish {
-    exchange: String,
-    routing_key: String,
     mandatory: bool,
     message: Arc<Message>,
 }
@@ -823,9 +822,15 @@ impl Channel {
         } else {
             (raw_properties, properties)
         };
+        let basic::Publish {
+            exchange,
+            routing_key,
+            mandatory,
+            ..
+        } = p;
         let message = Arc::new(Message {
-            exchange: exchange.to_string(),
-            routing_key: p.routing_key.to_string(),
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
             raw_properties: if raw_properties.is_empty() {
                 Bytes::from_static(&encode::EMPTY_PROPERTIES)
             } else {
@@ -835,12 +840,7 @@ impl Channel {
             body,
             bcc: Vec::new(),
         });
-        let pending = PendingPublish {
-            exchange: exchange.to_string(),
-            routing_key: p.routing_key.to_string(),
-            mandatory: p.mandatory,
-            message,
-        };
+        let pending = PendingPublish { mandatory, message };
         match &mut self.mode {
             Mode::Tx(tx) => {
                 tx.publishes.push(pending);
@@ -876,11 +876,18 @@ impl Channel {
     ) -> Result<Stored, AmqpError> {
         let queues = ctx
             .vhost
-            .route(&p.exchange, &p.routing_key, &p.message)
+            .route(&p.message.exchange, &p.message.routing_key, &p.message)
             .map_err(amqp)?;
         if queues.is_empty() {
             if p.mandatory {
-                encode::basic_return(out, self.id, 312, "NO_ROUTE", &p.exchange, &p.routing_key);
+                encode::basic_return(
+                    out,
+                    self.id,
+                    312,
+                    "NO_ROUTE",
+                    &p.message.exchange,
+                    &p.message.routing_key,
+                );
                 encode::content(
                     out,
                     self.id,
@@ -891,10 +898,20 @@ impl Channel {
             }
             return Ok(Stored::default());
         }
-        if p.mandatory && p.exchange.is_empty() && p.routing_key.starts_with(REPLY_TO) {
+        if p.mandatory
+            && p.message.exchange.is_empty()
+            && p.message.routing_key.starts_with(REPLY_TO)
+        {
             // RabbitMQ 3.10 delivers a mandatory direct reply and also returns it: the
             // pseudo-queue does not count as a route.
-            encode::basic_return(out, self.id, 312, "NO_ROUTE", &p.exchange, &p.routing_key);
+            encode::basic_return(
+                out,
+                self.id,
+                312,
+                "NO_ROUTE",
+                &p.message.exchange,
+                &p.message.routing_key,
+            );
             encode::content(
                 out,
                 self.id,
