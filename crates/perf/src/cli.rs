@@ -99,6 +99,13 @@ pub struct Cli {
     /// adds one I/O thread per connection either way.
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub threads: usize,
+    /// Lean client for the message run: producers and consumers speak AMQP 0-9-1
+    /// directly over Warren's codec instead of lapin (publishes are encoded 256 to a
+    /// socket write; consumers decode frames straight out of a large read buffer), so
+    /// the client costs much less CPU than the broker. Queues are still declared and
+    /// deleted through lapin. Not with --confirm; --pipeline does not apply.
+    #[arg(long)]
+    pub raw: bool,
     /// Print no per-second lines.
     #[arg(long)]
     pub quiet: bool,
@@ -128,6 +135,9 @@ impl Cli {
         }
         if self.confirm == Some(0) {
             return bad("--confirm must be at least 1");
+        }
+        if self.raw && self.confirm.is_some() {
+            return bad("--raw does not support --confirm");
         }
         if self.pipeline == 0 {
             return bad("--pipeline must be at least 1");

@@ -11,6 +11,7 @@
 //!
 //! ```text
 //! warren-perf --uri amqp://guest:guest@127.0.0.1:5672/%2f -x 1 -y 1 -s 16 -a -z 10
+//! warren-perf --uri amqp://guest:guest@127.0.0.1:5672/%2f --raw -x 1 -y 1 -s 16 -a -z 10
 //! warren-perf --idle-connections 1000 --broker-pid 1234 -z 10
 //! warren-perf --startup-probe --since-unix-ns "$(date +%s%N)"
 //! ```
@@ -26,12 +27,24 @@
 //! 80k and received 102k and 77k. lapin awaited one publish at a time manages only
 //! 21k msg/s, because each publish waits for lapin's I/O thread to write it, hence
 //! `--pipeline`. lapin is faster here and the workspace's tests already use it.
+//!
+//! # `--raw`
+//!
+//! lapin still costs more CPU per message than Warren does, so on a small machine a
+//! lapin run measures the client. `--raw` swaps producers and consumers for a lean
+//! client on `warren_codec` (see `raw`): publishes encoded 256 to a socket write,
+//! deliveries decoded straight from a large read buffer. Same machine, scenario
+//! `-x 1 -y 1 -s 16 -a -z 5` against Warren: lapin sent 181k-207k and received
+//! 110k-138k msg/s with warren-perf at 1.40-1.45 cores and Warren at 0.46; raw sent
+//! 402k-489k and received 361k-408k msg/s with warren-perf at 0.33-0.35 cores and
+//! Warren at 1.35-1.40. The report and JSON are the same (`client` says which).
 
 mod cli;
 mod error;
 mod histogram;
 mod idle;
 mod procfs;
+mod raw;
 mod rawconn;
 mod startup;
 mod stats;
@@ -69,7 +82,11 @@ fn emit<T: Serialize>(cli: &Cli, mode: &'static str, result: Result<T, PerfError
     let out = Output {
         tool: "warren-perf",
         version: env!("CARGO_PKG_VERSION"),
-        client: "lapin 4",
+        client: if cli.raw && mode == "throughput" {
+            "raw (warren_codec)"
+        } else {
+            "lapin 4"
+        },
         mode,
         options: cli,
         result,

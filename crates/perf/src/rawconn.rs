@@ -165,7 +165,11 @@ impl RawConnection {
         Ok(c)
     }
 
-    pub(crate) async fn send_method(&mut self, channel: u16, method: &AMQPClass) -> Result<(), PerfError> {
+    pub(crate) async fn send_method(
+        &mut self,
+        channel: u16,
+        method: &AMQPClass,
+    ) -> Result<(), PerfError> {
         let mut out = BytesMut::with_capacity(256);
         encode::method(&mut out, channel, method);
         self.stream

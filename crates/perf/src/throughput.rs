@@ -26,6 +26,8 @@ use tokio::time::{sleep_until, timeout};
 use crate::cli::Cli;
 use crate::error::PerfError;
 use crate::procfs;
+use crate::raw::{RawConsumer, RawPlan, RawProducer};
+use crate::rawconn::Target;
 use crate::stats::{self, human_mib, human_ns, Counters, Percentiles, Recorder, Snapshot};
 
 /// How long setup and teardown steps may take.
@@ -269,62 +271,11 @@ async fn run_declared(cli: &Cli, topo: &Topology) -> Result<ThroughputReport, Pe
     let counters = Arc::new(Counters::new());
     let errors = Arc::new(Mutex::new(Vec::<String>::new()));
 
-    // Consumers first, so nothing published is missed.
-    let mut consumers = Vec::with_capacity(cli.consumers);
-    for j in 0..cli.consumers {
-        let queue = topo.queues[j % topo.queues.len()].clone();
-        let conn = connect(&cli.uri, &format!("warren-perf consumer {j}")).await?;
-        let ch = step("channel.open", conn.create_channel()).await?;
-        if cli.prefetch > 0 {
-            step(
-                "basic.qos",
-                ch.basic_qos(cli.prefetch, BasicQosOptions::default()),
-            )
-            .await?;
-        }
-        let opts = BasicConsumeOptions {
-            no_ack: cli.auto_ack,
-            ..BasicConsumeOptions::default()
-        };
-        let consumer = step(
-            "basic.consume",
-            ch.basic_consume(
-                queue,
-                ShortString::from(format!("warren-perf-{j}")),
-                opts,
-                FieldTable::default(),
-            ),
-        )
-        .await?;
-        consumers.push(Consumer { conn, ch, consumer });
-    }
-    let mut producers = Vec::with_capacity(cli.producers);
-    for i in 0..cli.producers {
-        let conn = connect(&cli.uri, &format!("warren-perf producer {i}")).await?;
-        let ch = step("channel.open", conn.create_channel()).await?;
-        if cli.confirm.is_some() {
-            step(
-                "confirm.select",
-                ch.confirm_select(ConfirmSelectOptions::default()),
-            )
-            .await?;
-        }
-        let (exchange, routing_key) = match &topo.exchange {
-            Some(x) => (x.clone(), ShortString::from("")),
-            None => (
-                ShortString::from(""),
-                topo.queues[i % topo.queues.len()].clone(),
-            ),
-        };
-        producers.push(Producer {
-            id: i,
-            conn,
-            ch,
-            exchange,
-            routing_key,
-        });
-    }
-
+    let clients = if cli.raw {
+        connect_raw(cli, topo).await?
+    } else {
+        connect_lapin(cli, topo).await?
+    };
     let mut properties = BasicProperties::default();
     if cli.persistent {
         properties = properties.with_delivery_mode(2);
@@ -347,31 +298,38 @@ async fn run_declared(cli: &Cli, topo: &Topology) -> Result<ThroughputReport, Pe
         .broker_pid
         .and_then(|p| procfs::cpu_seconds(Some(p)).ok());
 
-    let latency: Vec<Arc<Recorder>> = (0..consumers.len()).map(|_| Recorder::new()).collect();
-    let confirm_latency: Vec<Arc<Recorder>> =
-        (0..producers.len()).map(|_| Recorder::new()).collect();
-    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
-    for (c, rec) in consumers.into_iter().zip(&latency) {
-        let (plan, counters, errors, rec) =
-            (plan.clone(), counters.clone(), errors.clone(), rec.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = consume(&c, &plan, &counters, &rec).await {
-                push_error(&errors, format!("consumer: {e}"));
-            }
-            // Unacknowledged deliveries go back to the queue when the channel closes.
-            let _ = timeout(STEP_TIMEOUT, c.conn.close(200, "OK".into())).await;
-        }));
-    }
-    for (p, rec) in producers.into_iter().zip(&confirm_latency) {
-        let (plan, counters, errors, rec) =
-            (plan.clone(), counters.clone(), errors.clone(), rec.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = produce(&p, &plan, &counters, &rec).await {
-                push_error(&errors, format!("producer {}: {e}", p.id));
-            }
-            let _ = timeout(STEP_TIMEOUT, p.conn.close(200, "OK".into())).await;
-        }));
-    }
+    let (n_consumers, n_producers) = match &clients {
+        Clients::Lapin {
+            consumers,
+            producers,
+        } => (consumers.len(), producers.len()),
+        Clients::Raw {
+            consumers,
+            producers,
+        } => (consumers.len(), producers.len()),
+    };
+    let latency: Vec<Arc<Recorder>> = (0..n_consumers).map(|_| Recorder::new()).collect();
+    let confirm_latency: Vec<Arc<Recorder>> = (0..n_producers).map(|_| Recorder::new()).collect();
+    let tasks = match clients {
+        Clients::Lapin {
+            consumers,
+            producers,
+        } => spawn_lapin(
+            consumers,
+            producers,
+            &plan,
+            &counters,
+            &errors,
+            &latency,
+            &confirm_latency,
+        ),
+        Clients::Raw {
+            consumers,
+            producers,
+        } => spawn_raw(
+            consumers, producers, cli, &plan, &counters, &errors, &latency,
+        ),
+    };
 
     // The reporter: one line per second until the deadline.
     let mut per_second = Vec::new();
@@ -437,6 +395,190 @@ async fn run_declared(cli: &Cli, topo: &Topology) -> Result<ThroughputReport, Pe
         per_second,
         errors,
     })
+}
+
+/// Connected clients, before the clock starts.
+enum Clients {
+    Lapin {
+        consumers: Vec<Consumer>,
+        producers: Vec<Producer>,
+    },
+    Raw {
+        consumers: Vec<RawConsumer>,
+        producers: Vec<RawProducer>,
+    },
+}
+
+async fn connect_lapin(cli: &Cli, topo: &Topology) -> Result<Clients, PerfError> {
+    // Consumers first, so nothing published is missed.
+    let mut consumers = Vec::with_capacity(cli.consumers);
+    for j in 0..cli.consumers {
+        let queue = topo.queues[j % topo.queues.len()].clone();
+        let conn = connect(&cli.uri, &format!("warren-perf consumer {j}")).await?;
+        let ch = step("channel.open", conn.create_channel()).await?;
+        if cli.prefetch > 0 {
+            step(
+                "basic.qos",
+                ch.basic_qos(cli.prefetch, BasicQosOptions::default()),
+            )
+            .await?;
+        }
+        let opts = BasicConsumeOptions {
+            no_ack: cli.auto_ack,
+            ..BasicConsumeOptions::default()
+        };
+        let consumer = step(
+            "basic.consume",
+            ch.basic_consume(
+                queue,
+                ShortString::from(format!("warren-perf-{j}")),
+                opts,
+                FieldTable::default(),
+            ),
+        )
+        .await?;
+        consumers.push(Consumer { conn, ch, consumer });
+    }
+    let mut producers = Vec::with_capacity(cli.producers);
+    for i in 0..cli.producers {
+        let conn = connect(&cli.uri, &format!("warren-perf producer {i}")).await?;
+        let ch = step("channel.open", conn.create_channel()).await?;
+        if cli.confirm.is_some() {
+            step(
+                "confirm.select",
+                ch.confirm_select(ConfirmSelectOptions::default()),
+            )
+            .await?;
+        }
+        let (exchange, routing_key) = match &topo.exchange {
+            Some(x) => (x.clone(), ShortString::from("")),
+            None => (
+                ShortString::from(""),
+                topo.queues[i % topo.queues.len()].clone(),
+            ),
+        };
+        producers.push(Producer {
+            id: i,
+            conn,
+            ch,
+            exchange,
+            routing_key,
+        });
+    }
+
+    Ok(Clients::Lapin {
+        consumers,
+        producers,
+    })
+}
+
+async fn connect_raw(cli: &Cli, topo: &Topology) -> Result<Clients, PerfError> {
+    let target = Target::parse(&cli.uri)?;
+    // Consumers first, so nothing published is missed.
+    let mut consumers = Vec::with_capacity(cli.consumers);
+    for j in 0..cli.consumers {
+        let queue = &topo.queues[j % topo.queues.len()];
+        let c = RawConsumer::open(
+            &target,
+            queue.as_str(),
+            &format!("warren-perf-{j}"),
+            cli.prefetch,
+            cli.auto_ack,
+        )
+        .await?;
+        consumers.push(c);
+    }
+    let mut producers = Vec::with_capacity(cli.producers);
+    for i in 0..cli.producers {
+        let (exchange, routing_key) = match &topo.exchange {
+            Some(x) => (x.as_str(), ""),
+            None => ("", topo.queues[i % topo.queues.len()].as_str()),
+        };
+        producers.push(RawProducer::open(&target, i, exchange, routing_key).await?);
+    }
+    Ok(Clients::Raw {
+        consumers,
+        producers,
+    })
+}
+
+fn spawn_lapin(
+    consumers: Vec<Consumer>,
+    producers: Vec<Producer>,
+    plan: &Plan,
+    counters: &Arc<Counters>,
+    errors: &Arc<Mutex<Vec<String>>>,
+    latency: &[Arc<Recorder>],
+    confirm_latency: &[Arc<Recorder>],
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for (c, rec) in consumers.into_iter().zip(latency) {
+        let (plan, counters, errors, rec) =
+            (plan.clone(), counters.clone(), errors.clone(), rec.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = consume(&c, &plan, &counters, &rec).await {
+                push_error(&errors, format!("consumer: {e}"));
+            }
+            // Unacknowledged deliveries go back to the queue when the channel closes.
+            let _ = timeout(STEP_TIMEOUT, c.conn.close(200, "OK".into())).await;
+        }));
+    }
+    for (p, rec) in producers.into_iter().zip(confirm_latency) {
+        let (plan, counters, errors, rec) =
+            (plan.clone(), counters.clone(), errors.clone(), rec.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = produce(&p, &plan, &counters, &rec).await {
+                push_error(&errors, format!("producer {}: {e}", p.id));
+            }
+            let _ = timeout(STEP_TIMEOUT, p.conn.close(200, "OK".into())).await;
+        }));
+    }
+    tasks
+}
+
+fn spawn_raw(
+    consumers: Vec<RawConsumer>,
+    producers: Vec<RawProducer>,
+    cli: &Cli,
+    plan: &Plan,
+    counters: &Arc<Counters>,
+    errors: &Arc<Mutex<Vec<String>>>,
+    latency: &[Arc<Recorder>],
+) -> Vec<JoinHandle<()>> {
+    let raw_plan = RawPlan {
+        size: plan.size,
+        rate: plan.rate,
+        persistent: cli.persistent,
+        auto_ack: plan.auto_ack,
+        ack_every: plan.ack_every,
+        start: plan.start,
+        deadline: plan.deadline,
+    };
+    let mut tasks = Vec::new();
+    for (c, rec) in consumers.into_iter().zip(latency) {
+        let (plan, counters, errors, rec) = (
+            raw_plan.clone(),
+            counters.clone(),
+            errors.clone(),
+            rec.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            // run() closes the connection; unacknowledged deliveries go back to the queue.
+            if let Err(e) = c.run(&plan, &counters, &rec).await {
+                push_error(&errors, format!("consumer: {e}"));
+            }
+        }));
+    }
+    for p in producers {
+        let (plan, counters, errors) = (raw_plan.clone(), counters.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let id = p.id;
+            if let Err(e) = p.run(&plan, &counters).await {
+                push_error(&errors, format!("producer {id}: {e}"));
+            }
+        }));
+    }
+    tasks
 }
 
 fn push_error(errors: &Mutex<Vec<String>>, e: String) {
