@@ -38,8 +38,12 @@
 //! 110k-138k msg/s with warren-perf at 1.40-1.45 cores and Warren at 0.46; raw sent
 //! 402k-489k and received 361k-408k msg/s with warren-perf at 0.33-0.35 cores and
 //! Warren at 1.35-1.40. The report and JSON are the same (`client` says which).
+//! Publisher confirms work as in the lapin mode (`--confirm N`: at most N unconfirmed
+//! per producer; see `raw` and `confirms`). `bench/compare.sh` uses `--raw` for its
+//! message scenarios unless `CLIENT=lapin`.
 
 mod cli;
+mod confirms;
 mod error;
 mod histogram;
 mod idle;

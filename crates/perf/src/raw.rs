@@ -13,18 +13,31 @@
 //!
 //! Each has its own connection (the handshake of [`RawConnection`]) with channel 1, as
 //! in the lapin mode; bodies carry the same timestamp and sequence number
-//! ([`crate::throughput`]). Publisher confirms are not supported.
+//! ([`crate::throughput`]).
+//!
+//! With `--confirm N` the producer sends `confirm.select` before the clock starts and
+//! then never has more than N messages unconfirmed: each batch is cut to the room left
+//! in the window ([`ConfirmTracker`]). The socket is split into its read and write
+//! halves, driven concurrently within the producer's task, so `basic.ack` /
+//! `basic.nack` (with or without `multiple`) are read while a batch is being written;
+//! acks count as `confirmed` (with the publish-to-confirm latency), nacks as `nacked`,
+//! as in the lapin mode. After the deadline it waits up to 10 s for the outstanding
+//! confirms, as the lapin mode does.
 
+use std::convert::Infallible;
 use std::sync::atomic::Ordering;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
+use amq_protocol::protocol::{basic, channel, confirm, connection, AMQPClass};
 use amq_protocol::types::{FieldTable, ShortString};
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 use tokio::time::sleep_until;
-use warren_codec::{encode, Frame};
+use warren_codec::{encode, Frame, FrameDecoder};
 
+use crate::confirms::ConfirmTracker;
 use crate::error::PerfError;
 use crate::rawconn::{unexpected, RawConnection, Target};
 use crate::stats::{Counters, Recorder};
@@ -35,6 +48,10 @@ pub const BATCH: usize = 256;
 /// Bytes the consumer asks the socket for at a time.
 const READ_CHUNK: usize = 256 * 1024;
 
+/// How long a confirming producer waits after the deadline for its outstanding confirms
+/// (as the lapin mode).
+const CONFIRM_DRAIN: Duration = Duration::from_secs(10);
+
 /// What the raw clients need to know about the run.
 #[derive(Debug, Clone)]
 pub struct RawPlan {
@@ -44,6 +61,8 @@ pub struct RawPlan {
     pub rate: Option<f64>,
     /// Publish with delivery_mode 2.
     pub persistent: bool,
+    /// Publisher confirms with at most this many unconfirmed messages per producer.
+    pub confirm: Option<usize>,
     /// Consume with no_ack=true.
     pub auto_ack: bool,
     /// With manual acks: ack every N-th delivery (multiple=true when N > 1).
@@ -71,17 +90,32 @@ pub struct RawConsumer {
 }
 
 impl RawProducer {
-    /// Connects and opens channel 1.
+    /// Connects, opens channel 1 and, if `confirm`, puts it into confirm mode
+    /// (confirm.select, waiting for select-ok).
     ///
     /// # Errors
-    /// The handshake failed.
+    /// The handshake failed or the broker refused confirm mode.
     pub async fn open(
         target: &Target,
         id: usize,
         exchange: &str,
         routing_key: &str,
+        confirm: bool,
     ) -> Result<Self, PerfError> {
-        let conn = RawConnection::open(target, true).await?;
+        let mut conn = RawConnection::open(target, true).await?;
+        if confirm {
+            conn.send_method(
+                1,
+                &AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select {
+                    nowait: false,
+                })),
+            )
+            .await?;
+            match conn.next_method().await? {
+                (1, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_))) => {}
+                other => return Err(unexpected("confirm.select-ok", &other)),
+            }
+        }
         Ok(RawProducer {
             id,
             conn,
@@ -91,12 +125,28 @@ impl RawProducer {
     }
 
     /// Publishes until the deadline, in batches of up to [`BATCH`] messages per write,
-    /// at `plan.rate` if set; then closes the connection (a failed close is ignored).
+    /// at `plan.rate` if set; with `plan.confirm`, keeping at most that many messages
+    /// unconfirmed, recording publish-to-confirm latency into `confirm_rec` and then
+    /// waiting for the outstanding confirms. Then closes the connection (a failed
+    /// close is ignored).
     ///
     /// # Errors
-    /// A socket error, or the broker closed the channel or connection.
-    pub async fn run(mut self, plan: &RawPlan, counters: &Counters) -> Result<(), PerfError> {
-        let r = self.publish(plan, counters).await;
+    /// A socket error, the broker closed the channel or connection, confirmed a tag
+    /// never published, or (with confirms) left some unconfirmed for 10 s after the
+    /// deadline.
+    pub async fn run(
+        mut self,
+        plan: &RawPlan,
+        counters: &Counters,
+        confirm_rec: &Recorder,
+    ) -> Result<(), PerfError> {
+        let r = match plan.confirm {
+            Some(window) => {
+                self.publish_confirmed(plan, counters, confirm_rec, window)
+                    .await
+            }
+            None => self.publish(plan, counters).await,
+        };
         // As in the lapin mode, a slow close is not a failure of the run: a broker with a
         // backlog of publishes in its socket may take longer than the 5 s allowed to
         // reach connection.close.
@@ -105,59 +155,17 @@ impl RawProducer {
     }
 
     async fn publish(&mut self, plan: &RawPlan, counters: &Counters) -> Result<(), PerfError> {
-        let mut publish_frame = BytesMut::with_capacity(64);
-        encode::method(
-            &mut publish_frame,
-            1,
-            &AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                exchange: ShortString::from(self.exchange.as_str()),
-                routing_key: ShortString::from(self.routing_key.as_str()),
-                mandatory: false,
-                immediate: false,
-            })),
-        );
-        // Property flags: bit 12 is delivery-mode, then the octet itself.
-        let properties: &[u8] = if plan.persistent {
-            &[0x10, 0x00, 2]
-        } else {
-            &encode::EMPTY_PROPERTIES
-        };
-        let frame_max = if self.conn.frame_max == 0 {
-            131_072
-        } else {
-            self.conn.frame_max
-        };
-        let mut body = vec![0u8; plan.size];
-        let per_message = publish_frame.len() + 8 + 14 + properties.len() + plan.size + 16;
-        let mut out = BytesMut::with_capacity(per_message * BATCH);
-        let mut seq = 0u64;
+        let mut enc = BatchEncoder::new(self, plan);
         let mut inbound = BytesMut::with_capacity(4096);
         loop {
-            let now = Instant::now();
-            if now >= plan.deadline {
+            let Some(n) = due(plan, enc.seq).await else {
                 return Ok(());
-            }
-            let n = match plan.rate {
-                None => BATCH,
-                Some(rate) => {
-                    let due = (now.duration_since(plan.start).as_secs_f64() * rate) as u64;
-                    let n = due.saturating_sub(seq).min(BATCH as u64) as usize;
-                    if n == 0 {
-                        let next = plan.start + Duration::from_secs_f64((seq + 1) as f64 / rate);
-                        sleep_until(next.min(plan.deadline).into()).await;
-                        continue;
-                    }
-                    n
-                }
             };
-            out.clear();
+            enc.out.clear();
             for _ in 0..n {
-                stamp_body(&mut body, counters.now_ns(), seq);
-                out.extend_from_slice(&publish_frame);
-                encode::content(&mut out, 1, properties, &body, frame_max);
-                seq += 1;
+                enc.push(counters.now_ns());
             }
-            let write = self.conn.stream.write_all(&out);
+            let write = self.conn.stream.write_all(&enc.out);
             match tokio::time::timeout_at(plan.deadline.into(), write).await {
                 Ok(r) => r.map_err(PerfError::io("socket write"))?,
                 // Blocked by TCP backpressure past the deadline: part of the batch may be
@@ -167,6 +175,32 @@ impl RawProducer {
             counters.published.fetch_add(n as u64, Ordering::Relaxed);
             self.check_inbound(&mut inbound)?;
         }
+    }
+
+    /// [`RawProducer::publish`] with publisher confirms: batches never take the number
+    /// of unconfirmed messages above `window`; acks and nacks are read concurrently.
+    async fn publish_confirmed(
+        &mut self,
+        plan: &RawPlan,
+        counters: &Counters,
+        rec: &Recorder,
+        window: usize,
+    ) -> Result<(), PerfError> {
+        let mut enc = BatchEncoder::new(self, plan);
+        let RawConnection {
+            stream,
+            buf,
+            decoder,
+            ..
+        } = &mut self.conn;
+        let (mut rd, mut wr) = stream.split();
+        let io = ConfirmIo {
+            rd: &mut rd,
+            wr: &mut wr,
+            buf,
+            decoder,
+        };
+        publish_with_confirms(io, &mut enc, plan, counters, rec, window).await
     }
 
     /// Reads whatever the broker sent without waiting: a channel.close or
@@ -191,6 +225,260 @@ impl RawProducer {
             }
         }
         Ok(())
+    }
+}
+
+/// Encodes publishes (method + content header + body frames) back to back.
+struct BatchEncoder {
+    /// The basic.publish method frame, encoded once.
+    publish_frame: BytesMut,
+    /// The content header's property flags and properties.
+    properties: &'static [u8],
+    frame_max: u32,
+    body: Vec<u8>,
+    /// The batch being built.
+    out: BytesMut,
+    /// Sequence number of the next message (written into its body).
+    seq: u64,
+}
+
+impl BatchEncoder {
+    fn new(p: &RawProducer, plan: &RawPlan) -> Self {
+        Self::with(&p.exchange, &p.routing_key, p.conn.frame_max, plan)
+    }
+
+    fn with(exchange: &str, routing_key: &str, frame_max: u32, plan: &RawPlan) -> Self {
+        let mut publish_frame = BytesMut::with_capacity(64);
+        encode::method(
+            &mut publish_frame,
+            1,
+            &AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: ShortString::from(exchange),
+                routing_key: ShortString::from(routing_key),
+                mandatory: false,
+                immediate: false,
+            })),
+        );
+        // Property flags: bit 12 is delivery-mode, then the octet itself.
+        let properties: &'static [u8] = if plan.persistent {
+            &[0x10, 0x00, 2]
+        } else {
+            &encode::EMPTY_PROPERTIES
+        };
+        let frame_max = if frame_max == 0 { 131_072 } else { frame_max };
+        let per_message = publish_frame.len() + 8 + 14 + properties.len() + plan.size + 16;
+        BatchEncoder {
+            publish_frame,
+            properties,
+            frame_max,
+            body: vec![0u8; plan.size],
+            out: BytesMut::with_capacity(per_message * BATCH),
+            seq: 0,
+        }
+    }
+
+    /// Appends one publish stamped `stamp` to `out`.
+    fn push(&mut self, stamp: u64) {
+        stamp_body(&mut self.body, stamp, self.seq);
+        self.out.extend_from_slice(&self.publish_frame);
+        encode::content(
+            &mut self.out,
+            1,
+            self.properties,
+            &self.body,
+            self.frame_max,
+        );
+        self.seq += 1;
+    }
+}
+
+/// How many messages may go now (at most [`BATCH`]; with a rate, those due by now,
+/// sleeping until the next one is due if none is), or `None` at the deadline.
+async fn due(plan: &RawPlan, sent: u64) -> Option<usize> {
+    loop {
+        let now = Instant::now();
+        if now >= plan.deadline {
+            return None;
+        }
+        let Some(rate) = plan.rate else {
+            return Some(BATCH);
+        };
+        let due = (now.duration_since(plan.start).as_secs_f64() * rate) as u64;
+        let n = due.saturating_sub(sent).min(BATCH as u64) as usize;
+        if n > 0 {
+            return Some(n);
+        }
+        let next = plan.start + Duration::from_secs_f64((sent + 1) as f64 / rate);
+        sleep_until(next.min(plan.deadline).into()).await;
+    }
+}
+
+/// What the writer and the reader of a confirming producer share.
+struct Confirms<'a> {
+    tracker: &'a Mutex<ConfirmTracker>,
+    /// Signalled whenever confirms free room in the window.
+    room: &'a Notify,
+    counters: &'a Counters,
+    rec: &'a Recorder,
+}
+
+fn lock(t: &Mutex<ConfirmTracker>) -> MutexGuard<'_, ConfirmTracker> {
+    t.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The connection of a confirming producer, split in two.
+struct ConfirmIo<'a, R, W> {
+    rd: &'a mut R,
+    wr: &'a mut W,
+    /// Bytes read but not yet decoded.
+    buf: &'a mut BytesMut,
+    decoder: &'a FrameDecoder,
+}
+
+/// Publishes until the deadline with at most `window` messages unconfirmed, then waits
+/// up to [`CONFIRM_DRAIN`] for the outstanding confirms. Both halves of `io` are polled
+/// by the calling task: the writer while the reader waits for the socket and the other
+/// way round, so the tracker's lock is never contended.
+async fn publish_with_confirms<R, W>(
+    io: ConfirmIo<'_, R, W>,
+    enc: &mut BatchEncoder,
+    plan: &RawPlan,
+    counters: &Counters,
+    rec: &Recorder,
+    window: usize,
+) -> Result<(), PerfError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let tracker = Mutex::new(ConfirmTracker::new(window));
+    let room = Notify::new();
+    let c = Confirms {
+        tracker: &tracker,
+        room: &room,
+        counters,
+        rec,
+    };
+    let ConfirmIo {
+        rd,
+        wr,
+        buf,
+        decoder,
+    } = io;
+    let publish_then_drain = async {
+        if !write_confirmed(wr, enc, plan, &c).await? {
+            return Ok(());
+        }
+        let drained = async {
+            while lock(&tracker).outstanding() > 0 {
+                room.notified().await;
+            }
+        };
+        tokio::time::timeout(CONFIRM_DRAIN, drained)
+            .await
+            .map_err(|_| {
+                PerfError::Timeout(format!(
+                    "{} publishes still unconfirmed 10 s after the deadline",
+                    lock(&tracker).outstanding()
+                ))
+            })
+    };
+    tokio::select! {
+        r = publish_then_drain => r,
+        r = read_confirms(rd, buf, decoder, &c) => r.map(|never| match never {}),
+    }
+}
+
+/// The writing half of a confirming producer: publishes until the deadline in batches
+/// cut to the room in the confirm window, waiting for room when there is none. Returns
+/// whether every batch it started was written whole (`false`: a write was still blocked
+/// at the deadline, so some tags never reached the broker and will not be confirmed).
+async fn write_confirmed<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    enc: &mut BatchEncoder,
+    plan: &RawPlan,
+    c: &Confirms<'_>,
+) -> Result<bool, PerfError> {
+    loop {
+        let Some(n) = due(plan, enc.seq).await else {
+            return Ok(true);
+        };
+        let n = n.min(lock(c.tracker).room());
+        if n == 0 {
+            tokio::select! {
+                _ = c.room.notified() => {}
+                _ = sleep_until(plan.deadline.into()) => {}
+            }
+            continue;
+        }
+        enc.out.clear();
+        {
+            let mut t = lock(c.tracker);
+            for _ in 0..n {
+                let stamp = c.counters.now_ns();
+                t.publish(stamp);
+                enc.push(stamp);
+            }
+        }
+        match tokio::time::timeout_at(plan.deadline.into(), wr.write_all(&enc.out)).await {
+            Ok(r) => r.map_err(PerfError::io("socket write"))?,
+            // As in the unconfirmed loop: count none of a batch cut off by the deadline.
+            Err(_) => return Ok(false),
+        }
+        c.counters.published.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// The reading half of a confirming producer: applies every basic.ack / basic.nack to
+/// the tracker and counts them, until an error (it never returns otherwise).
+async fn read_confirms<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    decoder: &FrameDecoder,
+    c: &Confirms<'_>,
+) -> Result<Infallible, PerfError> {
+    loop {
+        while let Some(f) = decoder
+            .decode(buf)
+            .map_err(|e| PerfError::Protocol(format!("undecodable frame: {e}")))?
+        {
+            let Frame::Method { channel, method } = f else {
+                continue;
+            };
+            let (tag, multiple, ack) = match &*method {
+                AMQPClass::Basic(basic::AMQPMethod::Ack(a)) => (a.delivery_tag, a.multiple, true),
+                AMQPClass::Basic(basic::AMQPMethod::Nack(n)) => (n.delivery_tag, n.multiple, false),
+                other => {
+                    check_close(channel, other)?;
+                    continue;
+                }
+            };
+            let now = c.counters.now_ns();
+            let n = lock(c.tracker)
+                .settle(tag, multiple, |stamp| {
+                    if ack {
+                        c.rec.record(now.saturating_sub(stamp));
+                    }
+                })
+                .map_err(|e| PerfError::Protocol(e.to_string()))?;
+            let counter = if ack {
+                &c.counters.confirmed
+            } else {
+                &c.counters.nacked
+            };
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+            c.room.notify_one();
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        let n = rd
+            .read_buf(buf)
+            .await
+            .map_err(PerfError::io("socket read"))?;
+        if n == 0 {
+            return Err(PerfError::Protocol("broker closed the socket".into()));
+        }
     }
 }
 
@@ -484,5 +772,146 @@ mod tests {
             });
         }
         assert_eq!(kinds.iter().collect::<String>(), "mhbmhbmhb");
+    }
+
+    /// What the fake broker saw and did.
+    #[derive(Debug, Default)]
+    struct BrokerLog {
+        received: u64,
+        max_unsettled: usize,
+        acked: u64,
+        nacked: u64,
+    }
+
+    /// A broker in confirm mode at the other end of `stream`: after each read it
+    /// settles the publishes received, in turn with one multiple ack of all of them,
+    /// with single acks in reverse order and a nack for the oldest, or with a multiple
+    /// ack of the older half only (the rest wait for the next read, or for 20 ms of
+    /// silence).
+    async fn fake_broker(stream: tokio::io::DuplexStream) -> BrokerLog {
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let dec = FrameDecoder::new(131_072);
+        let mut buf = BytesMut::new();
+        let mut unsettled = std::collections::BTreeSet::new();
+        let mut log = BrokerLog::default();
+        let mut round = 0u32;
+        loop {
+            buf.reserve(64 * 1024);
+            let quiet = match tokio::time::timeout(Duration::from_millis(20), rd.read_buf(&mut buf))
+                .await
+            {
+                Ok(Ok(0) | Err(_)) => return log,
+                Ok(Ok(_)) => false,
+                Err(_) => true,
+            };
+            while let Some(f) = dec.decode(&mut buf).unwrap() {
+                if let Frame::Method { method, .. } = f {
+                    if let AMQPClass::Basic(basic::AMQPMethod::Publish(_)) = *method {
+                        log.received += 1;
+                        unsettled.insert(log.received);
+                        log.max_unsettled = log.max_unsettled.max(unsettled.len());
+                    }
+                }
+            }
+            if unsettled.is_empty() {
+                continue;
+            }
+            let mut out = BytesMut::new();
+            let ack = |out: &mut BytesMut, tag: u64, multiple: bool| {
+                encode::method(
+                    out,
+                    1,
+                    &AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                        delivery_tag: tag,
+                        multiple,
+                    })),
+                );
+            };
+            let last = *unsettled.last().unwrap();
+            match if quiet { 0 } else { round % 3 } {
+                0 => {
+                    log.acked += unsettled.len() as u64;
+                    unsettled.clear();
+                    ack(&mut out, last, true);
+                }
+                1 => {
+                    let oldest = unsettled.pop_first().unwrap();
+                    for &tag in unsettled.iter().rev() {
+                        ack(&mut out, tag, false);
+                    }
+                    log.acked += unsettled.len() as u64;
+                    unsettled.clear();
+                    encode::method(
+                        &mut out,
+                        1,
+                        &AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
+                            delivery_tag: oldest,
+                            multiple: false,
+                            requeue: false,
+                        })),
+                    );
+                    log.nacked += 1;
+                }
+                _ => {
+                    let keep = unsettled
+                        .split_off(&unsettled.iter().nth(unsettled.len() / 2).copied().unwrap());
+                    if let Some(&upto) = unsettled.last() {
+                        log.acked += unsettled.len() as u64;
+                        ack(&mut out, upto, true);
+                    }
+                    unsettled = keep;
+                }
+            }
+            round += 1;
+            if wr.write_all(&out).await.is_err() {
+                return log;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn confirmed_publishing_keeps_the_window_and_counts_every_confirm() {
+        const WINDOW: usize = 10;
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let broker = tokio::spawn(fake_broker(server));
+        let start = Instant::now();
+        let plan = RawPlan {
+            size: 16,
+            rate: None,
+            persistent: true,
+            confirm: Some(WINDOW),
+            auto_ack: true,
+            ack_every: 1,
+            start,
+            deadline: start + Duration::from_millis(300),
+        };
+        let counters = Counters::new();
+        let rec = Recorder::new();
+        let mut enc = BatchEncoder::with("", "q", 131_072, &plan);
+        let (mut rd, mut wr) = tokio::io::split(client);
+        let io = ConfirmIo {
+            rd: &mut rd,
+            wr: &mut wr,
+            buf: &mut BytesMut::new(),
+            decoder: &FrameDecoder::new(131_072),
+        };
+        publish_with_confirms(io, &mut enc, &plan, &counters, &rec, WINDOW)
+            .await
+            .unwrap();
+        drop((rd, wr));
+        let log = broker.await.unwrap();
+
+        let totals = counters.snapshot();
+        assert!(
+            log.received > 3 * WINDOW as u64,
+            "too few publishes: {log:?}"
+        );
+        assert_eq!(log.max_unsettled, WINDOW, "{log:?}");
+        assert_eq!(totals.published, log.received);
+        assert_eq!(totals.confirmed, log.acked);
+        assert_eq!(totals.nacked, log.nacked);
+        assert!(log.nacked > 0);
+        assert_eq!(totals.confirmed + totals.nacked, totals.published);
+        assert_eq!(crate::stats::totals(&[rec]).count(), totals.confirmed);
     }
 }

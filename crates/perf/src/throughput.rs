@@ -327,7 +327,14 @@ async fn run_declared(cli: &Cli, topo: &Topology) -> Result<ThroughputReport, Pe
             consumers,
             producers,
         } => spawn_raw(
-            consumers, producers, cli, &plan, &counters, &errors, &latency,
+            consumers,
+            producers,
+            cli,
+            &plan,
+            &counters,
+            &errors,
+            &latency,
+            &confirm_latency,
         ),
     };
 
@@ -494,7 +501,9 @@ async fn connect_raw(cli: &Cli, topo: &Topology) -> Result<Clients, PerfError> {
             Some(x) => (x.as_str(), ""),
             None => ("", topo.queues[i % topo.queues.len()].as_str()),
         };
-        producers.push(RawProducer::open(&target, i, exchange, routing_key).await?);
+        producers.push(
+            RawProducer::open(&target, i, exchange, routing_key, cli.confirm.is_some()).await?,
+        );
     }
     Ok(Clients::Raw {
         consumers,
@@ -544,11 +553,13 @@ fn spawn_raw(
     counters: &Arc<Counters>,
     errors: &Arc<Mutex<Vec<String>>>,
     latency: &[Arc<Recorder>],
+    confirm_latency: &[Arc<Recorder>],
 ) -> Vec<JoinHandle<()>> {
     let raw_plan = RawPlan {
         size: plan.size,
         rate: plan.rate,
         persistent: cli.persistent,
+        confirm: cli.confirm,
         auto_ack: plan.auto_ack,
         ack_every: plan.ack_every,
         start: plan.start,
@@ -569,11 +580,16 @@ fn spawn_raw(
             }
         }));
     }
-    for p in producers {
-        let (plan, counters, errors) = (raw_plan.clone(), counters.clone(), errors.clone());
+    for (p, rec) in producers.into_iter().zip(confirm_latency) {
+        let (plan, counters, errors, rec) = (
+            raw_plan.clone(),
+            counters.clone(),
+            errors.clone(),
+            rec.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let id = p.id;
-            if let Err(e) = p.run(&plan, &counters).await {
+            if let Err(e) = p.run(&plan, &counters, &rec).await {
                 push_error(&errors, format!("producer {id}: {e}"));
             }
         }));
