@@ -329,8 +329,7 @@ async fn run_declared(cli: &Cli, topo: &Topology) -> Result<ThroughputReport, Pe
         } => spawn_raw(
             consumers,
             producers,
-            cli,
-            &plan,
+            raw_plan(cli, &plan),
             &counters,
             &errors,
             &latency,
@@ -545,17 +544,8 @@ fn spawn_lapin(
     tasks
 }
 
-fn spawn_raw(
-    consumers: Vec<RawConsumer>,
-    producers: Vec<RawProducer>,
-    cli: &Cli,
-    plan: &Plan,
-    counters: &Arc<Counters>,
-    errors: &Arc<Mutex<Vec<String>>>,
-    latency: &[Arc<Recorder>],
-    confirm_latency: &[Arc<Recorder>],
-) -> Vec<JoinHandle<()>> {
-    let raw_plan = RawPlan {
+fn raw_plan(cli: &Cli, plan: &Plan) -> RawPlan {
+    RawPlan {
         size: plan.size,
         rate: plan.rate,
         persistent: cli.persistent,
@@ -564,7 +554,18 @@ fn spawn_raw(
         ack_every: plan.ack_every,
         start: plan.start,
         deadline: plan.deadline,
-    };
+    }
+}
+
+fn spawn_raw(
+    consumers: Vec<RawConsumer>,
+    producers: Vec<RawProducer>,
+    raw_plan: RawPlan,
+    counters: &Arc<Counters>,
+    errors: &Arc<Mutex<Vec<String>>>,
+    latency: &[Arc<Recorder>],
+    confirm_latency: &[Arc<Recorder>],
+) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     for (c, rec) in consumers.into_iter().zip(latency) {
         let (plan, counters, errors, rec) = (
