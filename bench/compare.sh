@@ -4,9 +4,13 @@
 #
 #   bench/compare.sh                 # 10 s per scenario (about 6 minutes in all)
 #   DURATION=3 bench/compare.sh      # quick run
+#   CLIENT=lapin bench/compare.sh    # message scenarios with lapin instead of --raw
 #
 # Environment:
 #   DURATION=10           seconds per message scenario and idle-connection hold
+#   CLIENT=raw            client of the message scenarios a-f: raw (warren-perf --raw,
+#                         producers and consumers on warren_codec) or lapin (lapin 4,
+#                         which costs more CPU than the broker on a small machine)
 #   IDLE_CONNECTIONS=1000 connections in scenario g
 #   STARTUP_RUNS=5        Warren start-ups timed in scenario h (RabbitMQ: every start)
 #   DOC=docs/performance.md   where the results go
@@ -26,6 +30,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DURATION=${DURATION:-10}
+CLIENT=${CLIENT:-raw}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-1000}
 STARTUP_RUNS=${STARTUP_RUNS:-5}
 DOC=${DOC:-$ROOT/docs/performance.md}
@@ -36,6 +41,12 @@ RABBIT_URI="amqp://guest:guest@127.0.0.1:5672/%2f"
 
 log() { printf '[compare %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+case $CLIENT in
+    raw) CLIENT_ARGS=(--raw) ;;
+    lapin) CLIENT_ARGS=() ;;
+    *) die "CLIENT must be raw or lapin, not '$CLIENT'" ;;
+esac
 
 raise_nofile() {
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -207,10 +218,14 @@ run_scenario() {
         uri=$RABBIT_URI
         pid=$RABBIT_PID
     fi
-    log "scenario $id on $broker: warren-perf ${ARGS[$id]}"
+    # The message scenarios run with the chosen client; g (idle connections) always
+    # uses warren-perf's small handshake client.
+    local client=()
+    [[ $id == [a-f] ]] && client=("${CLIENT_ARGS[@]}")
+    log "scenario $id on $broker: warren-perf ${client[*]:+${client[*]} }${ARGS[$id]}"
     # shellcheck disable=SC2086 # ARGS holds several options on purpose
     (raise_nofile; "$PERF" --uri "$uri" --broker-pid "$pid" --duration "$DURATION" \
-        --queue-prefix "compare-$id-$$" --quiet ${ARGS[$id]}) >"$out" 2>&1 ||
+        --queue-prefix "compare-$id-$$" --quiet "${client[@]}" ${ARGS[$id]}) >"$out" 2>&1 ||
         log "warren-perf reported a failure for $id on $broker (see $out)"
     grep '^JSON ' "$out" | tail -1 | cut -c6- >"$RESULTS_DIR/$id-$broker.json" || true
     grep -v '^JSON ' "$out" | sed 's/^/    /' >&2 || true
@@ -328,7 +343,14 @@ report() {
         echo "- Machine: $(nproc) CPUs ($cpu_model), ${mem_gib} GiB RAM, Linux $kernel"
         echo "- Warren: $("$WARREN" --version 2>/dev/null | awk '{print $NF}') (git $git_rev), release build, default configuration (fsync always)"
         echo "- RabbitMQ: $rabbit_version (Debian package), Erlang $erlang_version, default configuration, open-file limit ${RABBIT_NOFILE:-?}"
-        echo "- Client: warren-perf $("$PERF" --version | awk '{print $NF}') with lapin $lapin_version, $(rustc --version | awk '{print $1, $2}')"
+        local perf_version client_line
+        perf_version=$("$PERF" --version | awk '{print $NF}')
+        if [[ $CLIENT == raw ]]; then
+            client_line="warren-perf $perf_version, raw client on warren_codec (\`--raw\`, CLIENT=raw) for (a)–(f)"
+        else
+            client_line="warren-perf $perf_version with lapin $lapin_version (CLIENT=lapin) for (a)–(f)"
+        fi
+        echo "- Client: $client_line; built with $(rustc --version | awk '{print $1, $2}')"
         echo "- Client and broker share the machine: every throughput number below is also bounded by the client's CPU (see the CPU table)."
         echo
         row "Scenario" "Metric" "Warren" "RabbitMQ" "Warren/RabbitMQ"
