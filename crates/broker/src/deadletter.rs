@@ -204,9 +204,9 @@ pub fn dead_lettered(
                     ))),
                 ),
             ];
-            if let Some(exp) = m.properties.expiration() {
+            if let Some(exp) = m.properties.expiration.as_deref() {
                 let mut v = Vec::new();
-                put_long_str(&mut v, exp.as_str());
+                put_long_str(&mut v, exp);
                 e.push(("original-expiration".into(), v));
             }
             if had_deaths {
@@ -248,8 +248,10 @@ pub fn dead_lettered(
         fields.retain(|(k, _)| k != "CC");
     }
     fields.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    let raw = encode_properties_with_headers(&m.properties, &fields);
-    let properties = crate::message::decode_properties(&raw).unwrap_or_default();
+    let raw = encode_properties_with_headers(&m.full_properties(), &fields);
+    let properties = crate::message::scan_properties(&raw)
+        .map(|s| s.props)
+        .unwrap_or_default();
     let mut out_keys = match dlrk {
         Some(k) => vec![k.to_string()],
         None => keys,
@@ -360,9 +362,14 @@ mod tests {
         let (m, keys) = dead_lettered(&base(), "q1", DeathReason::Expired, "dlx", None, 42);
         assert_eq!(keys, vec!["rk".to_string()]);
         assert_eq!(m.exchange, "dlx");
-        assert!(m.properties.expiration().is_none());
+        assert!(m.properties.expiration.is_none());
+        assert!(m.full_properties().expiration().is_none());
         assert_eq!(
-            m.properties.content_type().as_ref().unwrap().as_str(),
+            m.full_properties()
+                .content_type()
+                .as_ref()
+                .unwrap()
+                .as_str(),
             "text/plain"
         );
         let d = deaths(&m);

@@ -349,7 +349,7 @@ impl Queue {
             let seq = st.next_seq;
             st.next_seq += 1;
             let priority = match self.args.max_priority {
-                Some(max) => message.properties.priority().unwrap_or(0).min(max),
+                Some(max) => message.properties.priority.unwrap_or(0).min(max),
                 None => 0,
             };
             let per_message = message_expiration(&message);
@@ -700,9 +700,9 @@ impl Queue {
 /// The per-message TTL from the `expiration` property (validated at publish).
 fn message_expiration(m: &Message) -> Option<u64> {
     m.properties
-        .expiration()
-        .as_ref()
-        .and_then(|e| e.as_str().parse::<u64>().ok())
+        .expiration
+        .as_deref()
+        .and_then(|e| e.parse::<u64>().ok())
 }
 
 #[cfg(test)]

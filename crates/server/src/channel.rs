@@ -12,7 +12,7 @@ use std::fs::File;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use warren_broker::message::decode_properties;
+use warren_broker::message::{decode_properties, scan_properties};
 use warren_broker::store::{Persister, Settled};
 use warren_broker::vhost::REPLY_TO;
 use warren_broker::{
@@ -782,45 +782,43 @@ impl Channel {
             return Err(AmqpError::not_implemented("immediate=true"));
         }
         let exchange = p.exchange.as_str();
-        let properties = decode_properties(&raw_properties)
+        let scanned = scan_properties(&raw_properties)
             .ok_or_else(|| AmqpError::frame_error("cannot decode content header properties"))?;
         // RabbitMQ checks the exchange (404/403) before user_id and expiration (406).
         // Routing checks it again anyway, so look it up here only when a property check
         // could fail first, or when a transaction defers routing to the commit.
         if matches!(self.mode, Mode::Tx(_))
-            || properties.user_id().is_some()
-            || properties.expiration().is_some()
+            || scanned.user_id.is_some()
+            || scanned.props.expiration.is_some()
         {
             ctx.vhost.check_publish(exchange).map_err(amqp)?;
         }
-        if let Some(uid) = properties.user_id() {
-            if uid.as_str() != ctx.user {
+        if let Some(uid) = scanned.user_id {
+            if uid != ctx.user {
                 return Err(AmqpError::precondition_failed(format!(
-                    "user_id property set to '{}' but authenticated user was '{}'",
-                    uid.as_str(),
+                    "user_id property set to '{uid}' but authenticated user was '{}'",
                     ctx.user
                 )));
             }
         }
-        if let Some(exp) = properties.expiration() {
-            check_expiration(exp.as_str())?;
+        if let Some(exp) = scanned.props.expiration.as_deref() {
+            check_expiration(exp)?;
         }
-        let (raw_properties, properties) = if properties
-            .reply_to()
-            .as_ref()
-            .is_some_and(|r| r.as_str() == REPLY_TO)
-        {
+        let direct_reply = scanned.reply_to == Some(REPLY_TO);
+        let properties = scanned.props;
+        let raw_properties = if direct_reply {
             // Direct reply-to: point the reply at this channel's pseudo-queue.
             let Some(rq) = &self.reply_queue else {
                 return Err(AmqpError::precondition_failed(
                     "fast reply consumer does not exist",
                 ));
             };
-            let p = properties.with_reply_to(short(&rq.name));
-            let raw = encode_properties(&p).unwrap_or(raw_properties);
-            (raw, p)
+            decode_properties(&raw_properties)
+                .map(|p| p.with_reply_to(short(&rq.name)))
+                .and_then(|p| encode_properties(&p))
+                .unwrap_or(raw_properties)
         } else {
-            (raw_properties, properties)
+            raw_properties
         };
         let basic::Publish {
             exchange,

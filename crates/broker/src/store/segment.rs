@@ -28,7 +28,7 @@ use bytes::Bytes;
 
 use super::ready::{Item, ReadyList};
 use super::{DiskLoc, QueueStore, Settled};
-use crate::message::{decode_properties, Message, QueuedMessage};
+use crate::message::{scan_properties, Message, QueuedMessage};
 
 const MARK_DELIVERED: u8 = 1;
 const MARK_SETTLED: u8 = 2;
@@ -162,7 +162,7 @@ fn decode_payload(p: &[u8]) -> Option<(RecordMeta, Message)> {
     let pl = u32::from_be_bytes(take(&mut at, 4)?.try_into().ok()?) as usize;
     let raw = Bytes::copy_from_slice(take(&mut at, pl)?);
     let body = Bytes::copy_from_slice(p.get(at..)?);
-    let properties = decode_properties(&raw)?;
+    let properties = scan_properties(&raw)?.props;
     Some((
         RecordMeta {
             seq,
