@@ -3,13 +3,16 @@
 //! Responsibilities: protocol header check, connection.start/tune/open with SASL and
 //! limits, heartbeats both ways, channel open/close, mapping errors to channel.close or
 //! connection.close, and tearing down channel state when the connection ends.
-//! Collaborators: [`Channel`] (per-channel methods), [`ConnSink`] (deliveries from queues),
-//! and a writer task that owns the socket's write half.
+//! Collaborators: [`Channel`] (per-channel methods) and [`ConnSink`] (deliveries from
+//! queues).
 //!
-//! The connection task `select!`s over socket reads, its inbox, heartbeat ticks and
-//! shutdown. Replies and deliveries go into one output buffer that is handed to the
-//! writer once per wake-up; the writer's bounded channel is where a slow client pushes
-//! back: when it is full this task stops reading.
+//! The connection task `select!`s over socket reads, its inbox, socket writability,
+//! heartbeat ticks and shutdown. Replies and deliveries go into one output buffer that
+//! is written to the socket (without waiting) once per wake-up, so a burst of
+//! deliveries costs one `send` and no hand-off to another task. What the socket does
+//! not take stays buffered; beyond [`OUTPUT_HIGH_WATER`] the task stops reading and
+//! draining its inbox until the client catches up, which is where a slow client pushes
+//! back (its queues then hold their messages).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -17,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -37,8 +40,11 @@ use crate::Shared;
 const PRE_TUNE_FRAME_MAX: u32 = 8192;
 /// How long to wait for connection.close-ok after sending connection.close.
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(2);
-/// Output chunks that may wait for the writer before reading stops.
-const WRITER_QUEUE: usize = 16;
+/// Unwritten output at which the connection stops reading from the client and taking
+/// deliveries from its inbox, until the socket accepts more.
+const OUTPUT_HIGH_WATER: usize = 1 << 20;
+/// How long a closing connection may take to flush its last frames.
+const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the client said it can do.
 #[derive(Debug, Default, Clone, Copy)]
@@ -154,8 +160,6 @@ async fn run(
         };
     info!(user = %session.user, vhost = %session.vhost.name, "connection opened");
     let (rd, wr) = stream.into_split();
-    let (wtx, wrx) = mpsc::channel::<Bytes>(WRITER_QUEUE);
-    let writer = tokio::spawn(write_loop(wr, wrx));
     let (itx, inbox) = mpsc::unbounded_channel();
     let sink = Arc::new(ConnSink::new(itx));
     let mut conn = Connection {
@@ -179,8 +183,7 @@ async fn run(
         heartbeat: session.heartbeat,
     };
     let alarm = shared.alarms.subscribe();
-    let reason = conn.main_loop(rd, rbuf, inbox, wtx, shutdown, alarm).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    let reason = conn.main_loop(rd, wr, rbuf, inbox, shutdown, alarm).await;
     info!(%reason, "connection closed");
 }
 
@@ -390,16 +393,21 @@ async fn read_some(
     Ok(n)
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
-    let mut batch = Vec::with_capacity(64);
-    while rx.recv_many(&mut batch, 64).await > 0 {
-        for chunk in batch.drain(..) {
-            if wr.write_all(&chunk).await.is_err() {
-                return;
+/// Writes as much of `out` as the socket takes now. Returns whether anything was written.
+fn write_some(wr: &OwnedWriteHalf, out: &mut BytesMut) -> std::io::Result<bool> {
+    let mut wrote = false;
+    while !out.is_empty() {
+        match wr.try_write(out) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                out.advance(n);
+                wrote = true;
             }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
         }
     }
-    let _ = wr.shutdown().await;
+    Ok(wrote)
 }
 
 /// Channel numbers are small integers chosen by the client (at most `channel_max`):
@@ -428,7 +436,7 @@ struct Connection {
     channel_max: u16,
     decoder: FrameDecoder,
     channels: HashMap<u16, Box<Channel>, BuildHasherDefault<ChannelIdHasher>>,
-    /// Frames to send, handed to the writer once per wake-up.
+    /// Frames to send, written to the socket once per wake-up.
     out: BytesMut,
     /// Set when we sent connection.close and wait for close-ok.
     closing_since: Option<Instant>,
@@ -445,9 +453,9 @@ impl Connection {
     async fn main_loop(
         &mut self,
         mut rd: tokio::net::tcp::OwnedReadHalf,
+        mut wr: OwnedWriteHalf,
         mut rbuf: BytesMut,
         mut inbox: mpsc::UnboundedReceiver<ConnEvent>,
-        wtx: mpsc::Sender<Bytes>,
         mut shutdown: watch::Receiver<bool>,
         mut alarm: watch::Receiver<crate::alarm::AlarmState>,
     ) -> String {
@@ -498,15 +506,18 @@ impl Connection {
                     info!("connection unblocked");
                 }
             }
-            if !self.out.is_empty() {
-                let chunk = self.out.split().freeze();
-                if wtx.send(chunk).await.is_err() {
-                    break "socket write failed".to_string();
-                }
-                last_write = Instant::now();
-                continue;
+            match write_some(&wr, &mut self.out) {
+                Ok(true) => last_write = Instant::now(),
+                Ok(false) => {}
+                Err(e) => break format!("socket write failed: {e}"),
             }
+            let backlogged = self.out.len() >= OUTPUT_HIGH_WATER;
             tokio::select! {
+                w = wr.writable(), if !self.out.is_empty() => {
+                    if let Err(e) = w {
+                        break format!("socket write failed: {e}");
+                    }
+                }
                 changed = shutdown.changed(), if self.closing_since.is_none() => {
                     if changed.is_err() || *shutdown.borrow() {
                         self.connection_error(AmqpError::new(
@@ -520,7 +531,7 @@ impl Connection {
                         break "broker stopped".to_string();
                     }
                 }
-                r = read_some(&mut rd, &mut rbuf, &mut read_hint), if !blocked => match r {
+                r = read_some(&mut rd, &mut rbuf, &mut read_hint), if !blocked && !backlogged => match r {
                     Ok(0) => break "client closed the socket".to_string(),
                     Err(e) => break format!("socket read failed: {e}"),
                     Ok(_) => {
@@ -531,7 +542,7 @@ impl Connection {
                         }
                     }
                 },
-                n = inbox.recv_many(&mut events, 64) => {
+                n = inbox.recv_many(&mut events, 64), if !backlogged => {
                     if n == 0 {
                         break "inbox closed".to_string();
                     }
@@ -546,8 +557,9 @@ impl Connection {
                 }
                 _ = tick.tick() => {
                     if heartbeat > 0 {
-                        // A blocked connection is not read, so its heartbeats are not seen.
-                        if blocked {
+                        // A blocked or backlogged connection is not read, so its
+                        // heartbeats are not seen.
+                        if blocked || backlogged {
                             last_read = Instant::now();
                         } else if last_read.elapsed() > hb * 2 {
                             warn!(timeout_secs = heartbeat, "missed heartbeats from client, closing");
@@ -561,12 +573,13 @@ impl Connection {
                 _ = tokio::time::sleep(CLOSE_OK_TIMEOUT), if self.closing_since.is_some() => {}
             }
         };
-        // Flush what is left (close-ok, close), then release everything.
-        if !self.out.is_empty() {
-            let _ = wtx.send(self.out.split().freeze()).await;
-        }
-        drop(wtx);
+        // Release everything, then flush what is left (close-ok, close).
         self.teardown(&mut inbox);
+        let flush = async {
+            wr.write_all(&self.out).await?;
+            wr.shutdown().await
+        };
+        let _ = tokio::time::timeout(FINAL_FLUSH_TIMEOUT, flush).await;
         reason
     }
 
