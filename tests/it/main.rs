@@ -5,6 +5,7 @@
 //! never sleep for a fixed time: they wait on conditions with timeouts (`util::eventually`).
 
 mod acks;
+mod backpressure;
 mod confirms_tx;
 mod errors;
 mod extensions;
