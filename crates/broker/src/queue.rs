@@ -129,7 +129,16 @@ pub struct Published {
     pub sync: Option<Arc<File>>,
     /// The queue refused the message (`x-overflow` reject-publish): nack the publisher.
     pub rejected: bool,
+    /// The queue has consumers but more than [`FLOW_BACKLOG`] messages wait: its
+    /// consumers' connections are behind, and the publisher should give them a turn.
+    pub pressure: bool,
 }
+
+/// Ready messages beyond which a queue with consumers asks its publishers to slow down
+/// ([`Published::pressure`]). Publishing runs on the publisher's connection task, so
+/// without this a fast publisher takes the CPU its queue's consumers need and the
+/// backlog (and memory) grows instead of the delivery rate.
+pub const FLOW_BACKLOG: usize = 4096;
 
 #[derive(Debug)]
 struct State {
@@ -344,6 +353,7 @@ impl Queue {
                 return Ok(Published {
                     sync: None,
                     rejected: true,
+                    pressure: false,
                 });
             }
             let seq = st.next_seq;
@@ -376,12 +386,14 @@ impl Queue {
                 }
             }
             self.trim_locked(&mut st);
-            (r, std::mem::take(&mut st.dead))
+            let pressure = !st.consumers.is_empty() && st.store.len() > FLOW_BACKLOG;
+            (r.map(|sync| (sync, pressure)), std::mem::take(&mut st.dead))
         };
         self.route_dead(dead);
-        result.map(|sync| Published {
+        result.map(|(sync, pressure)| Published {
             sync,
             rejected: false,
+            pressure,
         })
     }
 
@@ -937,6 +949,29 @@ mod tests {
         sink.paused.store(false, Ordering::Relaxed);
         q.dispatch();
         assert_eq!(sink.got.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn backlog_with_consumers_asks_publishers_to_yield() {
+        // No consumers: a queue is a buffer and never pushes back.
+        let q = queue();
+        for _ in 0..=FLOW_BACKLOG {
+            assert!(!q.publish(msg()).unwrap().pressure);
+        }
+        // A consumer whose connection is behind: pressure once the backlog passes the
+        // limit, and not before.
+        let q = queue();
+        let sink = Arc::new(Recorder::default());
+        sink.paused.store(true, Ordering::Relaxed);
+        q.add_consumer(consumer("a", 0, sink.clone())).unwrap();
+        for _ in 0..FLOW_BACKLOG {
+            assert!(!q.publish(msg()).unwrap().pressure);
+        }
+        assert!(q.publish(msg()).unwrap().pressure);
+        // Once the consumer catches up the pressure is gone.
+        sink.paused.store(false, Ordering::Relaxed);
+        q.dispatch();
+        assert!(!q.publish(msg()).unwrap().pressure);
     }
 
     #[test]

@@ -215,12 +215,14 @@ fn parse_publish(args: &[u8]) -> Option<AMQPClass> {
     let (exchange, args) = short_str(args)?;
     let (routing_key, args) = short_str(args)?;
     let flags = *args.first()?;
-    Some(AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-        exchange: exchange.into(),
-        routing_key: routing_key.into(),
-        mandatory: flags & 1 != 0,
-        immediate: flags & 2 != 0,
-    })))
+    Some(AMQPClass::Basic(basic::AMQPMethod::Publish(
+        basic::Publish {
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            mandatory: flags & 1 != 0,
+            immediate: flags & 2 != 0,
+        },
+    )))
 }
 
 /// `basic.ack` arguments: delivery tag, bit flags.

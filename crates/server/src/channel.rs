@@ -42,6 +42,9 @@ pub struct Ctx {
     pub max_message_bytes: u64,
     /// The group-commit thread, when the broker has a data directory.
     pub persister: Option<Persister>,
+    /// Set when a queue published to asked for flow control
+    /// ([`warren_broker::queue::Published::pressure`]); the connection yields.
+    pub flow: std::cell::Cell<bool>,
 }
 
 /// A delivered message awaiting ack.
@@ -930,6 +933,9 @@ impl Channel {
                 Ok(published) => {
                     // x-overflow reject-publish: the publisher gets basic.nack.
                     stored.rejected |= published.rejected;
+                    if published.pressure {
+                        ctx.flow.set(true);
+                    }
                     if let Some(f) = published.sync {
                         if !files.iter().any(|g| Arc::ptr_eq(g, &f)) {
                             files.push(f);

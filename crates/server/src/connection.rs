@@ -171,6 +171,7 @@ async fn run(
             frame_max: session.frame_max,
             max_message_bytes: shared.config.limits.max_message_bytes,
             persister: shared.broker.storage().map(|s| s.persister().clone()),
+            flow: std::cell::Cell::new(false),
         },
         caps: session.caps,
         channel_max: session.channel_max,
@@ -539,6 +540,11 @@ impl Connection {
                         self.process_frames(&mut rbuf);
                         for ch in self.channels.values_mut() {
                             ch.flush_confirms(&self.ctx, &mut self.out);
+                        }
+                        if self.ctx.flow.take() {
+                            // A queue's consumers are behind: let their tasks run
+                            // before reading more from this publisher.
+                            tokio::task::yield_now().await;
                         }
                     }
                 },

@@ -73,12 +73,12 @@ impl ConnSink {
 
     /// The connection wrote (or returned) one delivery.
     pub fn delivered(&self) {
-        self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.queued.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Whether a queue was turned away since the last call.
     pub fn take_starved(&self) -> bool {
-        self.starved.swap(false, Ordering::AcqRel)
+        self.starved.swap(false, Ordering::SeqCst)
     }
 
     /// The connection is going away: refuse further deliveries.
@@ -92,9 +92,12 @@ impl DeliverySink for ConnSink {
         if self.closed.load(Ordering::Acquire) {
             return false;
         }
-        if self.queued.load(Ordering::Acquire) >= MAX_QUEUED {
-            self.starved.store(true, Ordering::Release);
-            return false;
+        if self.queued.load(Ordering::SeqCst) >= MAX_QUEUED {
+            self.starved.store(true, Ordering::SeqCst);
+            // The connection may have drained its inbox and checked `starved` between
+            // our load and our store; it would then never ask us to dispatch again.
+            // Look once more: either it sees `starved` or we see its progress.
+            return self.queued.load(Ordering::SeqCst) < MAX_QUEUED;
         }
         true
     }
