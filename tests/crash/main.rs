@@ -702,3 +702,88 @@ async fn durable_definitions_survive_a_restart_and_transient_ones_do_not() {
     assert!(missing.is_err(), "transient exchange must be gone");
     broker.kill9();
 }
+
+/// Publishes `n` persistent messages without confirms (a plain channel) and waits for a
+/// round trip, so the broker has handled them all.
+async fn publish_unconfirmed(uri: &str, n: u64) {
+    let conn = connect(uri).await;
+    let ch = conn.create_channel().await.expect("channel");
+    declare(&ch).await;
+    for seq in 0..n {
+        let _ = ch
+            .basic_publish(
+                "".into(),
+                QUEUE.into(),
+                BasicPublishOptions::default(),
+                &body(0, seq),
+                persistent(),
+            )
+            .await
+            .expect("publish");
+    }
+    let q = ch
+        .queue_declare(
+            QUEUE.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("passive declare");
+    assert_eq!(u64::from(q.message_count()), n);
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+fn segments_contain(dir: &Path, needle: &[u8]) -> bool {
+    segment_files(dir)
+        .iter()
+        .any(|p| std::fs::read(p).is_ok_and(|data| data.windows(needle.len()).any(|w| w == needle)))
+}
+
+/// Records of persistent messages published without confirms are buffered, then written
+/// by the periodic tick: once the segment files stop growing they hold every message,
+/// and a SIGKILL then loses none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfirmed_persistent_messages_reach_the_disk_within_a_tick() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    publish_unconfirmed(&broker.uri(), 500).await;
+    // Records are appended in order: once the last message's body is in a segment file,
+    // every earlier one is too.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let last = body(0, 499);
+    while !segments_contain(dir.path(), &last) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the last unconfirmed message never reached a segment file"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    broker.kill9();
+    let broker = Broker::start(dir.path());
+    let got = drain(&broker.uri()).await;
+    let seqs: Vec<u64> = got.iter().map(|(_, s, _)| *s).collect();
+    assert_eq!(seqs, (0..500).collect::<Vec<_>>());
+}
+
+/// A graceful stop (SIGTERM) writes out whatever is still buffered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfirmed_persistent_messages_survive_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = Broker::start(dir.path());
+    publish_unconfirmed(&broker.uri(), 300).await;
+    let pid = broker.child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let exit = broker.child.wait().expect("wait for warren");
+    assert!(exit.success(), "warren exited with {exit:?}");
+    let broker = Broker::start(dir.path());
+    let got = drain(&broker.uri()).await;
+    let seqs: Vec<u64> = got.iter().map(|(_, s, _)| *s).collect();
+    assert_eq!(seqs, (0..300).collect::<Vec<_>>());
+}

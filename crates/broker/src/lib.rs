@@ -140,6 +140,13 @@ impl Broker {
         vhosts.get(name).cloned()
     }
 
+    /// Writes every queue's buffered records to the OS (at shutdown).
+    pub fn flush(&self) {
+        for v in self.vhosts() {
+            v.flush();
+        }
+    }
+
     /// Every vhost.
     pub fn vhosts(&self) -> Vec<Arc<VHost>> {
         let vhosts = self.vhosts.read().unwrap_or_else(|e| e.into_inner());

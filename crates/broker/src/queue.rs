@@ -13,7 +13,6 @@
 //! collected under the lock and routed after it is released, because routing takes the
 //! vhost's topology lock and other queues' locks.
 
-use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -22,7 +21,7 @@ use amq_protocol::types::FieldTable;
 use crate::credit::Credit;
 use crate::message::{Message, QueuedMessage};
 use crate::queue_args::{Overflow, QueueArgs};
-use crate::store::{MemoryStore, QueueStore, Settled};
+use crate::store::{MemoryStore, QueueStore, Settled, SyncFile};
 use crate::vhost::VHost;
 use crate::ConnectionId;
 
@@ -126,7 +125,7 @@ pub struct DeadLetter {
 #[derive(Debug, Default)]
 pub struct Published {
     /// File to sync before the publish may be confirmed (persisted messages).
-    pub sync: Option<Arc<File>>,
+    pub sync: Option<Arc<SyncFile>>,
     /// The queue refused the message (`x-overflow` reject-publish): nack the publisher.
     pub rejected: bool,
     /// The queue has consumers but more than [`FLOW_BACKLOG`] messages wait: its
@@ -199,6 +198,9 @@ pub struct Queue {
     /// Set once a message with a per-message TTL was queued, so the periodic tick can
     /// skip queues that never need it without taking their lock.
     expiring: AtomicBool,
+    /// Set when persistent messages were buffered for their segment file; the periodic
+    /// tick writes them out (publishes with confirms are written by their sync sooner).
+    unflushed: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -255,6 +257,7 @@ impl Queue {
             vhost_ref,
             deleted: AtomicBool::new(false),
             expiring: AtomicBool::new(store.next_expiry().is_some()),
+            unflushed: AtomicBool::new(false),
             state: Mutex::new(State {
                 store,
                 next_seq,
@@ -291,7 +294,8 @@ impl Queue {
 
     /// Whether the queue needs the periodic [`Queue::tick`] (TTL or expiry).
     pub fn has_timers(&self) -> bool {
-        self.args.expires.is_some()
+        self.unflushed.load(Ordering::Relaxed)
+            || self.args.expires.is_some()
             || self.args.message_ttl.is_some()
             || self.expiring.load(Ordering::Relaxed)
     }
@@ -390,6 +394,9 @@ impl Queue {
             (r.map(|sync| (sync, pressure)), std::mem::take(&mut st.dead))
         };
         self.route_dead(dead);
+        if matches!(result, Ok((Some(_), _))) {
+            self.unflushed.store(true, Ordering::Relaxed);
+        }
         result.map(|(sync, pressure)| Published {
             sync,
             rejected: false,
@@ -663,6 +670,10 @@ impl Queue {
         let (expired_queue, dead) = {
             let mut st = self.lock();
             self.expire_locked(&mut st, now);
+            // Persistent messages published without confirms reach the OS within a tick.
+            if self.unflushed.swap(false, Ordering::Relaxed) {
+                st.store.write_buffered();
+            }
             let expired = self.args.expires.is_some_and(|ttl| {
                 st.consumers.is_empty() && now.saturating_sub(st.last_used_ms) >= ttl
             });
@@ -670,6 +681,12 @@ impl Queue {
         };
         self.route_dead(dead);
         expired_queue
+    }
+
+    /// Writes buffered records and marks to the OS (at shutdown).
+    pub fn flush(&self) {
+        self.unflushed.store(false, Ordering::Relaxed);
+        self.lock().store.write_buffered();
     }
 
     /// Ready messages.

@@ -1032,7 +1032,16 @@ impl VHost {
         }
     }
 
-    /// Periodic work: message expiry at queue heads and `x-expires` queue expiry.
+    /// Writes every queue's buffered records to the OS (at shutdown).
+    pub fn flush(&self) {
+        let queues: Vec<Arc<Queue>> = self.read().queues.values().cloned().collect();
+        for q in queues {
+            q.flush();
+        }
+    }
+
+    /// Periodic work: message expiry at queue heads, `x-expires` queue expiry, and
+    /// writing out persistent messages buffered since the last tick.
     pub fn tick(&self, now_ms: u64) {
         let timed: Vec<Arc<Queue>> = self
             .read()

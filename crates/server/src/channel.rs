@@ -8,8 +8,8 @@
 //! through the connection's inbox).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::sync::Arc;
+use warren_broker::store::SyncFile;
 
 use bytes::{Bytes, BytesMut};
 use warren_broker::message::{decode_properties, scan_properties};
@@ -115,7 +115,7 @@ struct Confirms {
     /// Sync requests in flight.
     outstanding: usize,
     /// Files written since the last request.
-    files: Vec<Arc<File>>,
+    files: Vec<Arc<SyncFile>>,
     /// Publishes whose disk write failed: nacked instead of acked.
     failed: Vec<u64>,
 }
@@ -873,7 +873,7 @@ impl Channel {
         ctx: &Ctx,
         out: &mut BytesMut,
         p: PendingPublish,
-        files: &mut Vec<Arc<File>>,
+        files: &mut Vec<Arc<SyncFile>>,
     ) -> Result<Stored, AmqpError> {
         let queues = ctx
             .vhost

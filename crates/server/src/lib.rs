@@ -100,6 +100,7 @@ impl Running {
         let _ = (&mut self.task).await;
         self.monitor.abort();
         self.ticker.abort();
+        self.shared.broker.flush();
     }
 }
 

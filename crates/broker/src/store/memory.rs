@@ -1,10 +1,9 @@
 //! Ready messages held in memory only (transient queues).
 
-use std::fs::File;
 use std::sync::Arc;
 
 use super::ready::{Item, ReadyList};
-use super::QueueStore;
+use super::{QueueStore, SyncFile};
 use crate::message::QueuedMessage;
 
 impl Item for QueuedMessage {
@@ -43,7 +42,7 @@ impl MemoryStore {
 }
 
 impl QueueStore for MemoryStore {
-    fn push(&mut self, message: QueuedMessage) -> std::io::Result<Option<Arc<File>>> {
+    fn push(&mut self, message: QueuedMessage) -> std::io::Result<Option<Arc<SyncFile>>> {
         self.bytes += message.message.body.len() as u64;
         self.ready.push_back(message);
         Ok(None)

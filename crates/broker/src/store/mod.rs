@@ -9,11 +9,11 @@ mod ready;
 mod segment;
 
 use std::fmt::Debug;
-use std::fs::File;
+
 use std::sync::Arc;
 
 pub use memory::MemoryStore;
-pub use persister::{FsyncPolicy, Persister};
+pub use persister::{FsyncPolicy, Persister, SyncFile};
 pub use segment::{SegmentConfig, SegmentStore};
 
 use crate::message::QueuedMessage;
@@ -55,7 +55,7 @@ pub trait QueueStore: Send + Debug {
     ///
     /// # Errors
     /// The disk write failed.
-    fn push(&mut self, message: QueuedMessage) -> std::io::Result<Option<Arc<File>>>;
+    fn push(&mut self, message: QueuedMessage) -> std::io::Result<Option<Arc<SyncFile>>>;
     /// Takes the message at the head (highest priority first).
     fn pop(&mut self) -> Option<QueuedMessage>;
     /// Takes an expired message from the head of a priority level, if any.
@@ -71,6 +71,11 @@ pub trait QueueStore: Send + Debug {
     fn settle(&mut self, _messages: &[Settled]) {}
     /// Writes out buffered bookkeeping (delivery and ack marks).
     fn flush(&mut self) {}
+    /// Writes out buffered message records too (they are otherwise written by the sync
+    /// that confirms them, or when the buffer fills).
+    fn write_buffered(&mut self) {
+        self.flush();
+    }
     /// Ready messages.
     fn len(&self) -> usize;
     /// Whether there are no ready messages.

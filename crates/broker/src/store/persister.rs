@@ -4,8 +4,9 @@
 //! not a thousand. No fsync ever runs on a runtime worker thread.
 
 use std::fs::File;
-use std::sync::mpsc;
+use std::io::{self, Write};
 use std::sync::Arc;
+use std::sync::{mpsc, Mutex};
 
 use serde::Deserialize;
 
@@ -21,10 +22,90 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// Buffered appends beyond which [`SyncFile::append`] writes through.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// An append-only file written through a buffer: records collect in memory and reach
+/// the OS in one `write` when the buffer fills, when a sync needs them (on the persister
+/// thread, so the publishing connection does not pay for the system call), when a reader
+/// needs them, or when the owner flushes (every queue tick). Publishes are confirmed
+/// only after their sync, so nothing confirmed is ever only in this buffer.
+#[derive(Debug)]
+pub struct SyncFile {
+    file: File,
+    pending: Mutex<Vec<u8>>,
+}
+
+impl SyncFile {
+    /// Wraps a file opened for appending.
+    pub fn new(file: File) -> Self {
+        SyncFile {
+            file,
+            pending: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The file, for positioned reads (call [`SyncFile::write_pending`] first).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends `data`; writes the buffer out once it holds [`WRITE_BATCH`] bytes.
+    ///
+    /// # Errors
+    /// Writing the buffer failed (it is kept for a later attempt).
+    pub fn append(&self, data: &[u8]) -> io::Result<()> {
+        let mut buf = self.pending();
+        buf.extend_from_slice(data);
+        if buf.len() >= WRITE_BATCH {
+            (&self.file).write_all(&buf)?;
+            buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes buffered appends to the OS.
+    ///
+    /// # Errors
+    /// The write failed (the buffer is kept).
+    pub fn write_pending(&self) -> io::Result<()> {
+        let mut buf = self.pending();
+        if !buf.is_empty() {
+            (&self.file).write_all(&buf)?;
+            buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes buffered appends, then forces them to disk if `fsync`.
+    ///
+    /// # Errors
+    /// The write or the sync failed.
+    pub fn sync(&self, fsync: bool) -> io::Result<()> {
+        self.write_pending()?;
+        if fsync {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SyncFile {
+    fn drop(&mut self) {
+        if let Err(e) = self.write_pending() {
+            tracing::error!(error = %e, "cannot write buffered records");
+        }
+    }
+}
+
 type Done = Box<dyn FnOnce(bool) + Send>;
 
 struct Request {
-    files: Vec<Arc<File>>,
+    files: Vec<Arc<SyncFile>>,
     done: Done,
 }
 
@@ -48,9 +129,10 @@ impl Persister {
     /// The thread could not be spawned.
     pub fn start(policy: FsyncPolicy) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Request>();
+        let fsync = policy == FsyncPolicy::Always;
         std::thread::Builder::new()
             .name("warren-persister".into())
-            .spawn(move || run(rx))?;
+            .spawn(move || run(rx, fsync))?;
         Ok(Persister { tx, policy })
     }
 
@@ -59,14 +141,10 @@ impl Persister {
         self.policy
     }
 
-    /// Syncs `files` (per the policy), then calls `done(ok)`. Requests complete in the
-    /// order they were made, so a request with no files is a barrier behind earlier ones.
-    pub fn sync(&self, files: Vec<Arc<File>>, done: impl FnOnce(bool) + Send + 'static) {
-        let files = if self.policy == FsyncPolicy::Never {
-            Vec::new()
-        } else {
-            files
-        };
+    /// Writes out and syncs `files` (fsync per the policy), then calls `done(ok)`.
+    /// Requests complete in the order they were made, so a request with no files is a
+    /// barrier behind earlier ones.
+    pub fn sync(&self, files: Vec<Arc<SyncFile>>, done: impl FnOnce(bool) + Send + 'static) {
         if let Err(mpsc::SendError(r)) = self.tx.send(Request {
             files,
             done: Box::new(done),
@@ -77,13 +155,13 @@ impl Persister {
     }
 }
 
-fn run(rx: mpsc::Receiver<Request>) {
+fn run(rx: mpsc::Receiver<Request>, fsync: bool) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let mut files: Vec<&Arc<File>> = Vec::new();
+        let mut files: Vec<&Arc<SyncFile>> = Vec::new();
         for r in &batch {
             for f in &r.files {
                 if !files.iter().any(|g| Arc::ptr_eq(g, f)) {
@@ -93,8 +171,8 @@ fn run(rx: mpsc::Receiver<Request>) {
         }
         let mut ok = true;
         for f in files {
-            if let Err(e) = f.sync_data() {
-                tracing::error!(error = %e, "fsync failed");
+            if let Err(e) = f.sync(fsync) {
+                tracing::error!(error = %e, "writing or syncing a segment failed");
                 ok = false;
             }
         }
@@ -107,15 +185,15 @@ fn run(rx: mpsc::Receiver<Request>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     #[test]
     fn requests_complete_in_order() {
         let p = Persister::start(FsyncPolicy::Always).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let mut f = File::create(dir.path().join("x")).unwrap();
-        f.write_all(b"hello").unwrap();
-        let f = Arc::new(f);
+        let path = dir.path().join("x");
+        let f = Arc::new(SyncFile::new(File::create(&path).unwrap()));
+        f.append(b"hello").unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "buffered");
         let (tx, rx) = mpsc::channel();
         for i in 0..50 {
             let tx = tx.clone();
@@ -129,6 +207,38 @@ mod tests {
         assert_eq!(
             got.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
             (0..50).collect::<Vec<_>>()
+        );
+        // The sync wrote the buffered bytes.
+        assert_eq!(std::fs::read(&path).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn never_policy_still_writes_before_confirming() {
+        let p = Persister::start(FsyncPolicy::Never).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x");
+        let f = Arc::new(SyncFile::new(File::create(&path).unwrap()));
+        f.append(b"abc").unwrap();
+        let (tx, rx) = mpsc::channel();
+        p.sync(vec![f.clone()], move |ok| {
+            let _ = tx.send(ok);
+        });
+        assert!(rx.recv().unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn large_appends_write_through_and_drop_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x");
+        let f = SyncFile::new(File::create(&path).unwrap());
+        f.append(&vec![7u8; WRITE_BATCH]).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), WRITE_BATCH as u64);
+        f.append(b"tail").unwrap();
+        drop(f);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            WRITE_BATCH as u64 + 4
         );
     }
 }

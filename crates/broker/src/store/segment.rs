@@ -27,7 +27,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::ready::{Item, ReadyList};
-use super::{DiskLoc, QueueStore, Settled};
+use super::{DiskLoc, QueueStore, Settled, SyncFile};
 use crate::message::{scan_properties, Message, QueuedMessage};
 
 const MARK_DELIVERED: u8 = 1;
@@ -80,7 +80,7 @@ impl Item for Entry {
 
 #[derive(Debug)]
 struct Segment {
-    file: Arc<File>,
+    file: Arc<SyncFile>,
     size: u64,
     /// Records not yet settled.
     live: u64,
@@ -350,7 +350,7 @@ impl SegmentStore {
             segments.insert(
                 n,
                 Segment {
-                    file: Arc::new(open_segment_file(&seg_path(dir, n))?),
+                    file: Arc::new(SyncFile::new(open_segment_file(&seg_path(dir, n))?)),
                     size,
                     live: l,
                     marks: None,
@@ -362,7 +362,7 @@ impl SegmentStore {
         segments.insert(
             current,
             Segment {
-                file: Arc::new(open_segment_file(&seg_path(dir, current))?),
+                file: Arc::new(SyncFile::new(open_segment_file(&seg_path(dir, current))?)),
                 size: 0,
                 live: 0,
                 marks: None,
@@ -392,11 +392,15 @@ impl SegmentStore {
         if size > 0 && size + need > self.cfg.segment_bytes {
             let old = self.current;
             let next = self.current + 1;
+            if let Some(seg) = self.segments.get(&old) {
+                // Records reach the OS in order, whatever later syncs cover.
+                seg.file.write_pending()?;
+            }
             let file = open_segment_file(&seg_path(&self.dir, next))?;
             self.segments.insert(
                 next,
                 Segment {
-                    file: Arc::new(file),
+                    file: Arc::new(SyncFile::new(file)),
                     size: 0,
                     live: 0,
                     marks: None,
@@ -433,7 +437,8 @@ impl SegmentStore {
             .get(&loc.segment)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "segment reclaimed"))?;
         let mut rec = vec![0u8; loc.len as usize];
-        seg.file.read_exact_at(&mut rec, loc.offset)?;
+        seg.file.write_pending()?;
+        seg.file.file().read_exact_at(&mut rec, loc.offset)?;
         let crc = u32::from_be_bytes([rec[4], rec[5], rec[6], rec[7]]);
         if crc32fast::hash(&rec[8..]) != crc {
             return Err(io::Error::new(
@@ -497,7 +502,7 @@ impl SegmentStore {
 }
 
 impl QueueStore for SegmentStore {
-    fn push(&mut self, mut message: QueuedMessage) -> io::Result<Option<Arc<File>>> {
+    fn push(&mut self, mut message: QueuedMessage) -> io::Result<Option<Arc<SyncFile>>> {
         let body_len = message.message.body.len() as u64;
         self.bytes += body_len;
         self.next_seq = self.next_seq.max(message.seq + 1);
@@ -519,7 +524,7 @@ impl QueueStore for SegmentStore {
                 .segments
                 .get_mut(&self.current)
                 .ok_or_else(|| io::Error::other("no current segment"))?;
-            (&*seg.file).write_all(&rec)?;
+            seg.file.append(&rec)?;
             let loc = DiskLoc {
                 segment: self.current,
                 offset: seg.size,
@@ -626,6 +631,15 @@ impl QueueStore for SegmentStore {
         for n in touched {
             self.reclaim(n);
         }
+    }
+
+    fn write_buffered(&mut self) {
+        if let Some(seg) = self.segments.get(&self.current) {
+            if let Err(e) = seg.file.write_pending() {
+                tracing::error!(error = %e, "cannot write queued records");
+            }
+        }
+        self.flush();
     }
 
     fn flush(&mut self) {
