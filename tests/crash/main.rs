@@ -710,16 +710,18 @@ async fn publish_unconfirmed(uri: &str, n: u64) {
     let ch = conn.create_channel().await.expect("channel");
     declare(&ch).await;
     for seq in 0..n {
-        let _ = ch
-            .basic_publish(
-                "".into(),
-                QUEUE.into(),
-                BasicPublishOptions::default(),
-                &body(0, seq),
-                persistent(),
-            )
-            .await
-            .expect("publish");
+        // Not in confirm mode: the confirmation resolves at once as "not requested".
+        ch.basic_publish(
+            "".into(),
+            QUEUE.into(),
+            BasicPublishOptions::default(),
+            &body(0, seq),
+            persistent(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("no confirm");
     }
     let q = ch
         .queue_declare(
