@@ -308,6 +308,7 @@ impl Queue {
     /// Drops or dead-letters a message leaving the queue without being delivered.
     fn discard(&self, st: &mut State, m: QueuedMessage, reason: DeathReason) {
         st.store.settle(&[Settled::from(&m)]);
+        self.unflushed.store(true, Ordering::Relaxed);
         if self.args.dead_letter_exchange.is_some() {
             st.dead.push(DeadLetter {
                 message: m.message,
@@ -496,7 +497,8 @@ impl Queue {
             }
             sink.deliver(delivery);
         }
-        st.store.flush();
+        // Delivery marks are written by the next flush (an ack's, or the tick's).
+        self.unflushed.store(true, Ordering::Relaxed);
     }
 
     /// `basic.get`: takes the head message. Returns it with the number of messages left.
@@ -535,6 +537,7 @@ impl Queue {
             return;
         }
         self.lock().store.settle(messages);
+        self.unflushed.store(true, Ordering::Relaxed);
     }
 
     /// Settles delivered messages for good (ack).
@@ -543,7 +546,14 @@ impl Queue {
         st.unacked = st.unacked.saturating_sub(messages.len());
         if !self.is_deleted() {
             st.store.settle(messages);
+            self.unflushed.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Writes buffered settle and delivery marks to the OS. The connection calls it once
+    /// per batch of client frames that settled messages here, before it answers them.
+    pub fn flush_marks(&self) {
+        self.lock().store.flush();
     }
 
     /// Reject or nack without requeue: settle, and dead-letter if configured.
@@ -557,6 +567,7 @@ impl Queue {
             for m in messages {
                 self.discard(&mut st, m, DeathReason::Rejected);
             }
+            self.unflushed.store(true, Ordering::Relaxed);
             std::mem::take(&mut st.dead)
         };
         self.route_dead(dead);

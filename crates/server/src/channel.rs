@@ -146,6 +146,9 @@ pub struct Channel {
     last_queue: Option<String>,
     /// The direct reply-to pseudo-queue of this channel's reply consumer.
     reply_queue: Option<Arc<Queue>>,
+    /// Durable queues that settled messages in the current batch of frames: their marks
+    /// are written once, before the connection answers anything after the acks.
+    to_flush: Vec<Arc<Queue>>,
 }
 
 fn short(s: &str) -> ShortString {
@@ -179,6 +182,7 @@ impl Channel {
             mode: Mode::Plain,
             last_queue: None,
             reply_queue: None,
+            to_flush: Vec::new(),
         }
     }
 
@@ -725,6 +729,12 @@ impl Channel {
             }
         }
         for (q, msgs) in &mut groups {
+            if q.durable
+                && !matches!(how, Settle::Requeue)
+                && !self.to_flush.iter().any(|f| Arc::ptr_eq(f, q))
+            {
+                self.to_flush.push(q.clone());
+            }
             match how {
                 Settle::Ack => {
                     let settled: Vec<Settled> = msgs.iter().map(Settled::from).collect();
@@ -739,6 +749,13 @@ impl Channel {
             }
         }
         self.dispatch_all();
+    }
+
+    /// Writes the settle marks of this batch's acks and rejects (see `to_flush`).
+    pub fn flush_marks(&mut self) {
+        for q in self.to_flush.drain(..) {
+            q.flush_marks();
+        }
     }
 
     fn release_consumer(&mut self, ctx: &Ctx, tag: &str, c: &ChannelConsumer, dispatch: bool) {

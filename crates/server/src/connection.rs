@@ -539,6 +539,7 @@ impl Connection {
                         last_read = Instant::now();
                         self.process_frames(&mut rbuf);
                         for ch in self.channels.values_mut() {
+                            ch.flush_marks();
                             ch.flush_confirms(&self.ctx, &mut self.out);
                         }
                         if self.ctx.flow.take() {

@@ -67,9 +67,10 @@ pub trait QueueStore: Send + Debug {
     fn delivered(&mut self, _message: &QueuedMessage) {}
     /// Puts previously taken messages back at their original positions (by `seq`).
     fn requeue(&mut self, messages: Vec<QueuedMessage>);
-    /// Records that messages taken earlier are settled for good (acked or dropped).
+    /// Records that messages taken earlier are settled for good (acked or dropped). The
+    /// record may stay buffered until [`QueueStore::flush`].
     fn settle(&mut self, _messages: &[Settled]) {}
-    /// Writes out buffered bookkeeping (delivery and ack marks).
+    /// Writes out buffered bookkeeping (delivery and settle marks).
     fn flush(&mut self) {}
     /// Writes out buffered message records too (they are otherwise written by the sync
     /// that confirms them, or when the buffer fills).

@@ -501,6 +501,14 @@ impl SegmentStore {
     }
 }
 
+impl Drop for SegmentStore {
+    /// Buffered marks are written when the store goes away (records are written by their
+    /// [`SyncFile`]'s own drop).
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 impl QueueStore for SegmentStore {
     fn push(&mut self, mut message: QueuedMessage) -> io::Result<Option<Arc<SyncFile>>> {
         let body_len = message.message.body.len() as u64;
@@ -627,7 +635,9 @@ impl QueueStore for SegmentStore {
                 }
             }
         }
-        self.flush();
+        // The marks stay buffered until `flush`: the connection flushes once per batch
+        // of client frames (so an ack is written before anything the client sends next
+        // is answered), the queue tick within 25 ms otherwise.
         for n in touched {
             self.reclaim(n);
         }
@@ -694,6 +704,7 @@ impl QueueStore for SegmentStore {
         self.bytes = 0;
         self.cached = 0;
         self.settle(&all);
+        self.flush();
         n
     }
 
