@@ -128,16 +128,21 @@ pub struct Published {
     pub sync: Option<Arc<SyncFile>>,
     /// The queue refused the message (`x-overflow` reject-publish): nack the publisher.
     pub rejected: bool,
-    /// The queue has consumers but more than [`FLOW_BACKLOG`] messages wait: its
-    /// consumers' connections are behind, and the publisher should give them a turn.
+    /// The queue's consumers are taking messages but more than [`FLOW_BACKLOG`] wait:
+    /// the publisher should pause until they catch up (see [`Queue::under_pressure`]).
     pub pressure: bool,
 }
 
-/// Ready messages beyond which a queue with consumers asks its publishers to slow down
-/// ([`Published::pressure`]). Publishing runs on the publisher's connection task, so
-/// without this a fast publisher takes the CPU its queue's consumers need and the
-/// backlog (and memory) grows instead of the delivery rate.
+/// Ready messages beyond which a queue whose consumers are active asks its publishers to
+/// pause ([`Published::pressure`]); they resume below half of it. Publishing runs on
+/// the publisher's connection task, so without this a fast publisher takes the CPU its
+/// queue's consumers need, and a publisher faster than its consumers' acks grows the
+/// queue (and memory) without bound. RabbitMQ's credit flow plays this part.
 pub const FLOW_BACKLOG: usize = 4096;
+
+/// Consumers that delivered nothing for this long are not "active": a stuck consumer
+/// does not hold publishers back (the queue then grows, bounded by the memory alarm).
+pub const FLOW_ACTIVE_MS: u64 = 100;
 
 #[derive(Debug)]
 struct State {
@@ -149,6 +154,8 @@ struct State {
     had_consumers: bool,
     /// Last time the queue was used (declare, consume, get), for `x-expires`.
     last_used_ms: u64,
+    /// Last time a message was handed to a consumer (for flow control).
+    last_delivery_ms: u64,
     /// Dead letters collected under the lock, routed after it is released.
     dead: Vec<DeadLetter>,
     /// Single active consumer: the credit of a cancelled active consumer that still
@@ -266,6 +273,7 @@ impl Queue {
                 next_consumer: 0,
                 had_consumers: false,
                 last_used_ms: now_ms(),
+                last_delivery_ms: 0,
                 dead: Vec::new(),
                 handing_over: None,
             }),
@@ -338,9 +346,13 @@ impl Queue {
     /// Writing a persistent message failed; the message is still queued (in memory), but
     /// must not be confirmed.
     pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> std::io::Result<Published> {
+        self.publish_at(message, now_ms())
+    }
+
+    /// [`Queue::publish`] at the given time (epoch ms).
+    fn publish_at(self: &Arc<Self>, message: Arc<Message>, now: u64) -> std::io::Result<Published> {
         let (result, dead) = {
             let mut st = self.lock();
-            let now = now_ms();
             self.expire_locked(&mut st, now);
             let size = message.body.len() as u64;
             if self.args.overflow != Overflow::DropHead && self.over_limit(&st, size, 1) {
@@ -391,7 +403,7 @@ impl Queue {
                 }
             }
             self.trim_locked(&mut st);
-            let pressure = !st.consumers.is_empty() && st.store.len() > FLOW_BACKLOG;
+            let pressure = st.store.len() > FLOW_BACKLOG && Self::consumers_active(&st, now);
             (r.map(|sync| (sync, pressure)), std::mem::take(&mut st.dead))
         };
         self.route_dead(dead);
@@ -470,6 +482,7 @@ impl Queue {
                 continue;
             }
             st.next_consumer = (idx + 1) % st.consumers.len();
+            st.last_delivery_ms = now;
             let c = &st.consumers[idx];
             if !c.no_ack {
                 c.credit.take();
@@ -548,6 +561,22 @@ impl Queue {
             st.store.settle(messages);
             self.unflushed.store(true, Ordering::Relaxed);
         }
+    }
+
+    fn consumers_active(st: &State, now: u64) -> bool {
+        !st.consumers.is_empty() && now.saturating_sub(st.last_delivery_ms) < FLOW_ACTIVE_MS
+    }
+
+    /// Whether a publisher paused by [`Published::pressure`] should keep waiting: more
+    /// than half of [`FLOW_BACKLOG`] messages are ready and the consumers are still
+    /// taking messages.
+    pub fn under_pressure(&self) -> bool {
+        self.under_pressure_at(now_ms())
+    }
+
+    fn under_pressure_at(&self, now: u64) -> bool {
+        let st = self.lock();
+        st.store.len() > FLOW_BACKLOG / 2 && Self::consumers_active(&st, now)
     }
 
     /// Writes buffered settle and delivery marks to the OS. The connection calls it once
@@ -980,26 +1009,39 @@ mod tests {
     }
 
     #[test]
-    fn backlog_with_consumers_asks_publishers_to_yield() {
+    fn backlog_with_active_consumers_pauses_publishers() {
+        let t = 1_000_000u64;
         // No consumers: a queue is a buffer and never pushes back.
         let q = queue();
         for _ in 0..=FLOW_BACKLOG {
-            assert!(!q.publish(msg()).unwrap().pressure);
+            assert!(!q.publish_at(msg(), t).unwrap().pressure);
         }
-        // A consumer whose connection is behind: pressure once the backlog passes the
-        // limit, and not before.
+        // A consumer that took a message at t and whose connection is now behind:
+        // pressure once the backlog passes the limit, and not before.
         let q = queue();
         let sink = Arc::new(Recorder::default());
-        sink.paused.store(true, Ordering::Relaxed);
         q.add_consumer(consumer("a", 0, sink.clone())).unwrap();
+        assert!(!q.publish_at(msg(), t).unwrap().pressure);
+        assert_eq!(sink.got.lock().unwrap().len(), 1);
+        sink.paused.store(true, Ordering::Relaxed);
         for _ in 0..FLOW_BACKLOG {
-            assert!(!q.publish(msg()).unwrap().pressure);
+            assert!(!q.publish_at(msg(), t + 1).unwrap().pressure);
         }
-        assert!(q.publish(msg()).unwrap().pressure);
+        assert!(q.publish_at(msg(), t + 1).unwrap().pressure);
+        assert!(q.under_pressure_at(t + 2));
+        // A consumer that has taken nothing for FLOW_ACTIVE_MS is stuck, not slow: the
+        // publisher goes on (the memory alarm is the limit then).
+        assert!(!q.under_pressure_at(t + FLOW_ACTIVE_MS));
+        assert!(!q.publish_at(msg(), t + FLOW_ACTIVE_MS).unwrap().pressure);
         // Once the consumer catches up the pressure is gone.
         sink.paused.store(false, Ordering::Relaxed);
         q.dispatch();
-        assert!(!q.publish(msg()).unwrap().pressure);
+        assert!(!q.under_pressure_at(t + FLOW_ACTIVE_MS + 1));
+        assert!(
+            !q.publish_at(msg(), t + FLOW_ACTIVE_MS + 1)
+                .unwrap()
+                .pressure
+        );
     }
 
     #[test]

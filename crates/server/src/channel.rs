@@ -42,9 +42,9 @@ pub struct Ctx {
     pub max_message_bytes: u64,
     /// The group-commit thread, when the broker has a data directory.
     pub persister: Option<Persister>,
-    /// Set when a queue published to asked for flow control
-    /// ([`warren_broker::queue::Published::pressure`]); the connection yields.
-    pub flow: std::cell::Cell<bool>,
+    /// A queue published to that asked for flow control
+    /// ([`warren_broker::queue::Published::pressure`]): the connection pauses reading.
+    pub flow: std::cell::RefCell<Option<Arc<Queue>>>,
 }
 
 /// A delivered message awaiting ack.
@@ -951,7 +951,7 @@ impl Channel {
                     // x-overflow reject-publish: the publisher gets basic.nack.
                     stored.rejected |= published.rejected;
                     if published.pressure {
-                        ctx.flow.set(true);
+                        ctx.flow.replace(Some(q.clone()));
                     }
                     if let Some(f) = published.sync {
                         if !files.iter().any(|g| Arc::ptr_eq(g, &f)) {

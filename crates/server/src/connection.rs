@@ -43,6 +43,10 @@ const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Unwritten output at which the connection stops reading from the client and taking
 /// deliveries from its inbox, until the socket accepts more.
 const OUTPUT_HIGH_WATER: usize = 1 << 20;
+/// How often a publisher paused by flow control checks its queue again.
+const FLOW_CHECK: Duration = Duration::from_millis(1);
+/// The longest a publisher is paused by flow control at a time.
+const FLOW_MAX_PAUSE: Duration = Duration::from_millis(100);
 /// How long a closing connection may take to flush its last frames.
 const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -171,7 +175,7 @@ async fn run(
             frame_max: session.frame_max,
             max_message_bytes: shared.config.limits.max_message_bytes,
             persister: shared.broker.storage().map(|s| s.persister().clone()),
-            flow: std::cell::Cell::new(false),
+            flow: std::cell::RefCell::new(None),
         },
         caps: session.caps,
         channel_max: session.channel_max,
@@ -474,6 +478,9 @@ impl Connection {
         let mut last_write = Instant::now();
         // Grows on first use only: idle connections never allocate it.
         let mut events = Vec::new();
+        // Flow control: the queue this connection's publishes are waiting on, and since
+        // when (reading is paused meanwhile).
+        let mut flow_wait: Option<(Arc<warren_broker::Queue>, Instant)> = None;
         // Frames may already be buffered from the handshake read.
         self.process_frames(&mut rbuf);
         let reason = loop {
@@ -532,7 +539,14 @@ impl Connection {
                         break "broker stopped".to_string();
                     }
                 }
-                r = read_some(&mut rd, &mut rbuf, &mut read_hint), if !blocked && !backlogged => match r {
+                _ = tokio::time::sleep(FLOW_CHECK), if flow_wait.is_some() => {
+                    if let Some((q, since)) = &flow_wait {
+                        if !q.under_pressure() || since.elapsed() >= FLOW_MAX_PAUSE {
+                            flow_wait = None;
+                        }
+                    }
+                }
+                r = read_some(&mut rd, &mut rbuf, &mut read_hint), if !blocked && !backlogged && flow_wait.is_none() => match r {
                     Ok(0) => break "client closed the socket".to_string(),
                     Err(e) => break format!("socket read failed: {e}"),
                     Ok(_) => {
@@ -542,10 +556,13 @@ impl Connection {
                             ch.flush_marks();
                             ch.flush_confirms(&self.ctx, &mut self.out);
                         }
-                        if self.ctx.flow.take() {
-                            // A queue's consumers are behind: let their tasks run
-                            // before reading more from this publisher.
-                            tokio::task::yield_now().await;
+                        if let Some(q) = self.ctx.flow.take() {
+                            // A queue's consumers are behind: stop reading from this
+                            // publisher (TCP pushes back) until they catch up.
+                            if flow_wait.is_none() {
+                                debug!(queue = %q.name, "flow: pausing a publisher");
+                                flow_wait = Some((q, Instant::now()));
+                            }
                         }
                     }
                 },
@@ -564,9 +581,9 @@ impl Connection {
                 }
                 _ = tick.tick() => {
                     if heartbeat > 0 {
-                        // A blocked or backlogged connection is not read, so its
-                        // heartbeats are not seen.
-                        if blocked || backlogged {
+                        // A blocked, backlogged or flow-paused connection is not
+                        // read, so its heartbeats are not seen.
+                        if blocked || backlogged || flow_wait.is_some() {
                             last_read = Instant::now();
                         } else if last_read.elapsed() > hb * 2 {
                             warn!(timeout_secs = heartbeat, "missed heartbeats from client, closing");
