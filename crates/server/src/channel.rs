@@ -751,6 +751,11 @@ impl Channel {
         self.dispatch_all();
     }
 
+    /// Whether the channel has consumers (whose acks arrive on this connection).
+    pub fn has_consumers(&self) -> bool {
+        !self.consumers.is_empty()
+    }
+
     /// Writes the settle marks of this batch's acks and rejects (see `to_flush`).
     pub fn flush_marks(&mut self) {
         for q in self.to_flush.drain(..) {

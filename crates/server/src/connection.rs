@@ -557,9 +557,13 @@ impl Connection {
                             ch.flush_confirms(&self.ctx, &mut self.out);
                         }
                         if let Some(q) = self.ctx.flow.take() {
-                            // A queue's consumers are behind: stop reading from this
-                            // publisher (TCP pushes back) until they catch up.
-                            if flow_wait.is_none() {
+                            if self.channels.values().any(|c| c.has_consumers()) {
+                                // Its own acks may be what the queue waits for: do not
+                                // stop reading, just let the consumers' tasks run.
+                                tokio::task::yield_now().await;
+                            } else if flow_wait.is_none() {
+                                // A queue's consumers are behind: stop reading from this
+                                // publisher (TCP pushes back) until they catch up.
                                 debug!(queue = %q.name, "flow: pausing a publisher");
                                 flow_wait = Some((q, Instant::now()));
                             }
