@@ -43,6 +43,8 @@ const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Unwritten output at which the connection stops reading from the client and taking
 /// deliveries from its inbox, until the socket accepts more.
 const OUTPUT_HIGH_WATER: usize = 1 << 20;
+/// Output buffer capacity kept between bursts; a larger one is released once written.
+const OUTPUT_KEEP: usize = 64 * 1024;
 /// How often a publisher paused by flow control checks its queue again.
 const FLOW_CHECK: Duration = Duration::from_millis(1);
 /// The longest a publisher is paused by flow control at a time.
@@ -518,6 +520,10 @@ impl Connection {
                 Ok(true) => last_write = Instant::now(),
                 Ok(false) => {}
                 Err(e) => break format!("socket write failed: {e}"),
+            }
+            if self.out.is_empty() && self.out.capacity() > OUTPUT_KEEP {
+                // A burst grew the buffer: do not keep it for an idle connection.
+                self.out = BytesMut::new();
             }
             let backlogged = self.out.len() >= OUTPUT_HIGH_WATER;
             tokio::select! {
