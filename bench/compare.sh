@@ -2,7 +2,7 @@
 # Compares Warren with RabbitMQ on a fixed scenario matrix and writes the results into
 # docs/performance.md, between the lines <!-- compare:begin --> and <!-- compare:end -->.
 #
-#   bench/compare.sh                 # 10 s per scenario (about 6 minutes in all)
+#   bench/compare.sh                 # 10 s per scenario (about 8 minutes in all)
 #   DURATION=3 bench/compare.sh      # quick run
 #   CLIENT=lapin bench/compare.sh    # message scenarios with lapin instead of --raw
 #
@@ -11,6 +11,11 @@
 #   CLIENT=raw            client of the message scenarios a-f: raw (warren-perf --raw,
 #                         producers and consumers on warren_codec) or lapin (lapin 4,
 #                         which costs more CPU than the broker on a small machine)
+#   F_REPEAT=3            runs of the latency scenario f per broker, alternating
+#                         brokers, each on a freshly started broker; the table shows
+#                         the median of every percentile. f also runs the machine floor
+#                         (warren-perf --latency-floor: the same client through a bare TCP
+#                         relay, no broker) F_REPEAT times, for context
 #   IDLE_CONNECTIONS=1000 connections in scenario g
 #   STARTUP_RUNS=5        Warren start-ups timed in scenario h (RabbitMQ: every start)
 #   DOC=docs/performance.md   where the results go
@@ -24,13 +29,15 @@
 #
 # Only one broker runs at a time: each run starts a fresh broker (Warren: release build
 # on 127.0.0.1:0 with a temporary data directory; RabbitMQ: Debian's rabbitmq-server on
-# 5672) and stops it afterwards, and the order alternates per scenario. RabbitMQ is
-# stopped at the end. Needs root (rabbitmq-server, apt-get), jq and Linux /proc.
+# 5672) and stops it afterwards, and the order alternates per scenario (and per run
+# of f). RabbitMQ is stopped at the end. Needs root (rabbitmq-server, apt-get), jq and
+# Linux /proc.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DURATION=${DURATION:-10}
 CLIENT=${CLIENT:-raw}
+F_REPEAT=${F_REPEAT:-3}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-1000}
 STARTUP_RUNS=${STARTUP_RUNS:-5}
 DOC=${DOC:-$ROOT/docs/performance.md}
@@ -41,6 +48,8 @@ RABBIT_URI="amqp://guest:guest@127.0.0.1:5672/%2f"
 
 log() { printf '[compare %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+[[ $F_REPEAT =~ ^[1-9][0-9]*$ ]] || die "F_REPEAT must be a positive integer, not '$F_REPEAT'"
 
 case $CLIENT in
     raw) CLIENT_ARGS=(--raw) ;;
@@ -135,11 +144,20 @@ RABBIT_STARTUP_MS=()
 rabbit_running() { rabbitmqctl -q status >/dev/null 2>&1; }
 
 rabbit_stop() {
+    local pid=${RABBIT_PID:-}
     rabbitmqctl -q stop >/dev/null 2>&1 || true
     for _ in $(seq 1 100); do
         ss -Hltn 'sport = :5672' | grep -q . || break
         sleep 0.2
     done
+    # The Erlang VM goes on shutting down for 2-3 s after its listener has closed: wait
+    # for it to exit, so that the next run does not share the machine with it.
+    if [[ -n $pid ]]; then
+        for _ in $(seq 1 300); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+    fi
     RABBIT_PID=
 }
 
@@ -204,17 +222,21 @@ declare -A ARGS=(
     [f]="-x 1 -y 1 -s 16 --auto-ack --rate 1000"
     [g]="--idle-connections ${IDLE_CONNECTIONS}"
 )
+# The machine floor of f: its client, pacing and message size through a bare TCP relay.
+FLOOR_ARGS="--latency-floor -s 16 --rate 1000"
 
-# Runs warren-perf for scenario $1 against broker $2 (warren|rabbitmq).
+# Runs warren-perf for scenario $1 against broker $2 (warren|rabbitmq). $3 names the
+# run's files if it is one of several runs of the scenario (f2: the second run of f).
 run_scenario() {
-    local id=$1 broker=$2 uri pid
-    local out="$RESULTS_DIR/$id-$broker.txt"
+    local id=$1 broker=$2 tag=${3:-$1} uri pid what="scenario $1"
+    local out="$RESULTS_DIR/$tag-$broker.txt"
+    [[ $tag != "$id" ]] && what+=" (run ${tag#"$id"} of $F_REPEAT)"
     if [[ $broker == warren ]]; then
         warren_start
         uri="amqp://guest:guest@127.0.0.1:$WARREN_PORT/%2f"
         pid=$WARREN_PID
     else
-        rabbit_start "$id"
+        rabbit_start "$tag"
         uri=$RABBIT_URI
         pid=$RABBIT_PID
     fi
@@ -222,14 +244,67 @@ run_scenario() {
     # uses warren-perf's small handshake client.
     local client=()
     [[ $id == [a-f] ]] && client=("${CLIENT_ARGS[@]}")
-    log "scenario $id on $broker: warren-perf ${client[*]:+${client[*]} }${ARGS[$id]}"
+    log "$what on $broker: warren-perf ${client[*]:+${client[*]} }${ARGS[$id]}"
     # shellcheck disable=SC2086 # ARGS holds several options on purpose
     (raise_nofile; "$PERF" --uri "$uri" --broker-pid "$pid" --duration "$DURATION" \
-        --queue-prefix "compare-$id-$$" --quiet "${client[@]}" ${ARGS[$id]}) >"$out" 2>&1 ||
-        log "warren-perf reported a failure for $id on $broker (see $out)"
-    grep '^JSON ' "$out" | tail -1 | cut -c6- >"$RESULTS_DIR/$id-$broker.json" || true
+        --queue-prefix "compare-$tag-$$" --quiet "${client[@]}" ${ARGS[$id]}) >"$out" 2>&1 ||
+        log "warren-perf reported a failure for $tag on $broker (see $out)"
+    grep '^JSON ' "$out" | tail -1 | cut -c6- >"$RESULTS_DIR/$tag-$broker.json" || true
     grep -v '^JSON ' "$out" | sed 's/^/    /' >&2 || true
-    if [[ $broker == warren ]]; then warren_stop "$id"; else rabbit_stop; fi
+    if [[ $broker == warren ]]; then warren_stop "$tag"; else rabbit_stop; fi
+}
+
+# Scenario f, F_REPEAT times per broker: before each pair of broker runs the machine
+# floor (no broker running), then the two brokers, alternating throughout (warren,
+# rabbitmq, warren, rabbitmq, ... starting with rabbitmq if $1 is odd). Each run has its
+# own files (f1-warren.json, f1-floor.json, ...); f-<broker>.json holds the medians.
+run_f() { # i
+    local k=0 r first=$(($1 % 2)) brokers=(warren rabbitmq) out
+    for r in $(seq 1 "$F_REPEAT"); do
+        out="$RESULTS_DIR/f$r-floor.txt"
+        log "scenario f (run $r of $F_REPEAT), machine floor: warren-perf $FLOOR_ARGS"
+        # shellcheck disable=SC2086 # FLOOR_ARGS holds several options on purpose
+        "$PERF" $FLOOR_ARGS --duration "$DURATION" --quiet >"$out" 2>&1 ||
+            log "warren-perf reported a failure for the floor run $r (see $out)"
+        grep '^JSON ' "$out" | tail -1 | cut -c6- >"$RESULTS_DIR/f$r-floor.json" || true
+        grep -v '^JSON ' "$out" | sed 's/^/    /' >&2 || true
+        run_scenario f "${brokers[$(((k + first) % 2))]}" "f$r"
+        run_scenario f "${brokers[$(((k + 1 + first) % 2))]}" "f$r"
+        k=$((k + 2))
+    done
+    local b
+    for b in warren rabbitmq floor; do combine_f "$b"; done
+}
+
+# Writes $RESULTS_DIR/f-$1.json from the runs f1..fN of $1 (warren, rabbitmq or floor):
+# the median of each latency percentile, of the CPU figures and of the peak RSS over
+# the runs that succeeded; .error only if none did.
+combine_f() { # broker
+    local files=() r
+    for r in $(seq 1 "$F_REPEAT"); do
+        [[ -f $RESULTS_DIR/f$r-$1.json ]] && files+=("$RESULTS_DIR/f$r-$1.json")
+    done
+    ((${#files[@]})) || return 0
+    jq -s --argjson n "$F_REPEAT" '
+        def med: sort | if length == 0 then null
+            elif length % 2 == 1 then .[(length - 1) / 2]
+            else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+        def ok: .error == null and ((.result.errors // []) | length) == 0
+            and (.result.latency.count // 0) > 0;
+        map(select(ok)) as $ok
+        | if ($ok | length) == 0 then
+            {error: ((map(.error // (.result.errors // [])[0]) | map(select(. != null)) | .[0])
+                // "no successful run"), result: null}
+          else
+            {error: null, runs: $n, successful_runs: ($ok | length), result: {
+                latency: (reduce ("count", "p50_ns", "p95_ns", "p99_ns", "max_ns", "mean_ns") as $k
+                    ({}; .[$k] = ([$ok[].result.latency[$k]] | med))),
+                broker_cpu_cores: ([$ok[].result.broker_cpu_cores | numbers] | med),
+                client_cpu_cores: ([$ok[].result.client_cpu_cores | numbers] | med),
+                broker_rss: {peak_bytes: ([$ok[].result.broker_rss.peak_bytes | numbers] | med)},
+                errors: []}}
+          end' "${files[@]}" >"$RESULTS_DIR/f-$1.json" 2>/dev/null ||
+        log "cannot combine the runs of f for $1"
 }
 
 # Scenario h for Warren: start-up time (median of STARTUP_RUNS) and idle RSS.
@@ -318,6 +393,26 @@ samples() { # precision values...
 
 row() { printf '| %s | %s | %s | %s | %s |\n' "$@"; }
 
+runs_label() { if (($1 == 1)); then echo "1 run"; else echo "$1 runs"; fi; }
+
+# The p99 of every run of f on $1 (warren, rabbitmq or floor), in ms, in run order.
+f_p99s() {
+    local r v vals=()
+    for r in $(seq 1 "$F_REPEAT"); do
+        [[ -f $RESULTS_DIR/f$r-$1.json ]] || continue
+        v=$(val "f$r" .result.latency.p99_ns "$1")
+        if [[ -n $(failed "f$r" "$1") || -z $v ]]; then
+            vals+=("failed")
+        else
+            vals+=("$(awk -v v="$v" 'BEGIN { printf "%.2f", v / 1e6 }')")
+        fi
+    done
+    ((${#vals[@]})) || { echo "–"; return; }
+    join_comma "${vals[@]}"
+}
+
+join_comma() { local s; s=$(printf '%s, ' "$@"); echo "${s%, }"; }
+
 # A cell: the formatted value, or the failure.
 cell() { # id broker formatted
     local why
@@ -366,10 +461,11 @@ report() {
             w=$(val "$id" .result.consume_rate warren); r=$(val "$id" .result.consume_rate rabbitmq)
             row "" "**consumed msg/s**" "**$(num "$w")**" "**$(num "$r")**" "**$(ratio "$w" "$r")**"
         done
-        local q
+        local q f_median=""
+        ((F_REPEAT > 1)) && f_median=", median of $F_REPEAT runs"
         for q in p50 p95 p99 max; do
             w=$(val f ".result.latency.${q}_ns" warren); r=$(val f ".result.latency.${q}_ns" rabbitmq)
-            row "$([[ $q == p50 ]] && echo "${TITLE[f]}")" "latency $q (lower is better)" \
+            row "$([[ $q == p50 ]] && echo "${TITLE[f]}")" "latency $q$f_median (lower is better)" \
                 "$(cell f warren "$(ms "$w")")" "$(cell f rabbitmq "$(ms "$r")")" "$(ratio "$w" "$r")"
         done
         w=$(val g .result.per_connection_bytes warren); r=$(val g .result.per_connection_bytes rabbitmq)
@@ -377,6 +473,13 @@ report() {
         row "${TITLE[h]}" "start to first connection.open-ok, median (lower is better)" \
             "$(msf 1 "$WARREN_STARTUP_MS")" "$(msf 0 "$RABBIT_STARTUP_MEDIAN_MS")" "$(ratio "$WARREN_STARTUP_MS" "$RABBIT_STARTUP_MEDIAN_MS")"
         row "" "idle RSS 2 s after start (lower is better)" "$(mib "$WARREN_IDLE_RSS")" "$(mib "$RABBIT_IDLE_RSS")" "$(ratio "$WARREN_IDLE_RSS" "$RABBIT_IDLE_RSS")"
+        echo
+        echo "Latency (f), p99 of every run in run order (ms): Warren $(f_p99s warren); RabbitMQ $(f_p99s rabbitmq). The brokers alternated, each run on a freshly started broker."
+        echo
+        local fl=() fcell
+        for q in p50 p95 p99 max; do fl+=("$q $(ms "$(val f ".result.latency.${q}_ns" floor)")"); done
+        fcell=$(cell f floor "$(join_comma "${fl[@]}")")
+        echo "Machine floor for (f), no broker (\`warren-perf --latency-floor\`: same client, pacing and clock; producer → bare TCP relay process → consumer over loopback), median of $(runs_label "$F_REPEAT"): $fcell; p99 of every run (ms): $(f_p99s floor)."
         echo
         echo "Start-up samples (ms): Warren $(samples 1 "${WARREN_STARTUP_TIMES[@]}"); RabbitMQ $(samples 0 "${RABBIT_STARTUP_MS[@]}") (every start of this run)."
         echo
@@ -428,7 +531,10 @@ targets() {
     client=$(val a .result.client_cpu_cores warren)
     echo "| (a) at least 800,000 msg/s where the client is not the limit | $(num "$w") msg/s; warren-perf used $(fixed 2 "$client") of $(nproc) cores, Warren $(fixed 2 "$(val a .result.broker_cpu_cores warren)") | $(met "${w:-0} >= 800000") |"
     w=$(val f .result.latency.p99_ns warren); r=$(val f .result.latency.p99_ns rabbitmq)
-    echo "| Latency (f): p99 at most 1/3 of RabbitMQ's | $(ms "$w") vs $(ms "$r") ($(ratio "$w" "$r")) | $(met "${w:-1} * 3 <= ${r:-0}") |"
+    local f_of="" floor
+    ((F_REPEAT > 1)) && f_of=", medians of $F_REPEAT runs each"
+    floor=$(val f .result.latency.p99_ns floor)
+    echo "| Latency (f): p99 at most 1/3 of RabbitMQ's | $(ms "$w") vs $(ms "$r") ($(ratio "$w" "$r"))$f_of; machine floor (bare TCP relay, no broker) $(ms "$floor") | $(met "${w:-1} * 3 <= ${r:-0}") |"
     w=$(val g .result.per_connection_bytes warren)
     echo "| Memory: under 10 KiB per idle connection | $(kib "$w") | $(met "${w:-1e12} < 10240") |"
     echo "| Memory: idle RSS under 10 MiB | $(mib "$WARREN_IDLE_RSS") | $(met "${WARREN_IDLE_RSS:-1e12} < 10485760") |"
@@ -476,7 +582,9 @@ main() {
     for id in "${SCENARIOS[@]}"; do
         [[ -n ${TITLE[$id]:-} ]] || die "unknown scenario '$id' in ONLY"
         [[ $id == h ]] && continue
-        if ((i % 2 == 0)); then
+        if [[ $id == f ]]; then
+            run_f "$i"
+        elif ((i % 2 == 0)); then
             run_scenario "$id" warren
             run_scenario "$id" rabbitmq
         else

@@ -10,6 +10,8 @@ use crate::error::PerfError;
 /// while consumers drain them; it prints per-second and total publish/consume rates,
 /// publish-to-deliver latency percentiles and the broker's RSS, then one line starting
 /// with `JSON ` that holds every number. Queues it declared are deleted at the end.
+/// With --latency-floor it measures the same latency through a bare TCP relay instead
+/// of a broker.
 #[derive(Debug, Clone, Parser, serde::Serialize)]
 #[command(name = "warren-perf", version, about, long_about)]
 pub struct Cli {
@@ -111,6 +113,19 @@ pub struct Cli {
     /// Print no per-second lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Latency-floor mode, no broker: start a bare TCP relay in a child process (this
+    /// binary again), then send --size-byte messages (default 16, at least 16) stamped
+    /// like the broker runs' bodies from one producer connection through the relay to one
+    /// consumer connection, at --rate msg/s (default 1000) for --duration seconds, and
+    /// report the same latency percentiles. The relay forwards bytes and nothing else:
+    /// same sockets, runtime and clock as a broker run, no AMQP work.
+    #[arg(long, conflicts_with_all = ["startup_probe", "idle_connections", "relay_listen"])]
+    pub latency_floor: bool,
+    /// Internal, for --latency-floor: be the relay. Listen on ADDR, print the port on
+    /// stdout, then forward everything from the producer's connection to the
+    /// consumer's.
+    #[arg(long, value_name = "ADDR", hide = true)]
+    pub relay_listen: Option<String>,
 }
 
 impl Cli {
@@ -123,7 +138,20 @@ impl Cli {
         if !(self.duration > 0.0 && self.duration.is_finite()) {
             return bad("--duration must be a positive number of seconds");
         }
-        if self.startup_probe || self.idle_connections.is_some() {
+        if self.startup_probe || self.idle_connections.is_some() || self.relay_listen.is_some() {
+            return Ok(());
+        }
+        if let Some(r) = self.rate {
+            if !(r > 0.0 && r.is_finite()) {
+                return bad("--rate must be positive");
+            }
+        }
+        if self.latency_floor {
+            if self.size < 16 {
+                return bad(
+                    "--latency-floor needs --size of at least 16 (timestamp and sequence number)",
+                );
+            }
             return Ok(());
         }
         if self.queues == 0 {
@@ -140,11 +168,6 @@ impl Cli {
         }
         if self.pipeline == 0 {
             return bad("--pipeline must be at least 1");
-        }
-        if let Some(r) = self.rate {
-            if !(r > 0.0 && r.is_finite()) {
-                return bad("--rate must be positive");
-            }
         }
         if self.fanout && self.consumers > 0 && self.consumers < self.queues {
             return bad("--fanout needs at least one consumer per queue (--consumers >= --queues)");

@@ -14,6 +14,7 @@
 //! warren-perf --uri amqp://guest:guest@127.0.0.1:5672/%2f --raw -x 1 -y 1 -s 16 -a -z 10
 //! warren-perf --idle-connections 1000 --broker-pid 1234 -z 10
 //! warren-perf --startup-probe --since-unix-ns "$(date +%s%N)"
+//! warren-perf --latency-floor --rate 1000 -z 10
 //! ```
 //!
 //! The last line of output is `JSON {...}` with every number.
@@ -41,10 +42,20 @@
 //! Publisher confirms work as in the lapin mode (`--confirm N`: at most N unconfirmed
 //! per producer; see `raw` and `confirms`). `bench/compare.sh` uses `--raw` for its
 //! message scenarios unless `CLIENT=lapin`.
+//!
+//! # `--latency-floor`
+//!
+//! The same latency measurement with no broker: producer → a bare TCP relay in a child
+//! process (this binary, hidden flag `--relay-listen`) → consumer, at `--rate` (default
+//! 1000 msg/s), with the raw client's pacing, clock and message layout (see `floor`).
+//! On a small shared machine the tail of a broker's latency is mostly the machine's;
+//! this is the floor to read it against. The JSON has `"mode": "latency-floor"` and
+//! the same `result.latency` fields.
 
 mod cli;
 mod confirms;
 mod error;
+mod floor;
 mod histogram;
 mod idle;
 mod procfs;
@@ -86,10 +97,10 @@ fn emit<T: Serialize>(cli: &Cli, mode: &'static str, result: Result<T, PerfError
     let out = Output {
         tool: "warren-perf",
         version: env!("CARGO_PKG_VERSION"),
-        client: if cli.raw && mode == "throughput" {
-            "raw (warren_codec)"
-        } else {
-            "lapin 4"
+        client: match mode {
+            "throughput" if cli.raw => "raw (warren_codec)",
+            "latency-floor" => "bare TCP relay (no AMQP)",
+            _ => "lapin 4",
         },
         mode,
         options: cli,
@@ -104,6 +115,21 @@ fn emit<T: Serialize>(cli: &Cli, mode: &'static str, result: Result<T, PerfError
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    if let Some(addr) = &cli.relay_listen {
+        return floor::relay_main(addr).await;
+    }
+    if cli.latency_floor {
+        let r = floor::run(&cli).await;
+        let failed = match &r {
+            Ok(r) => {
+                floor::print_summary(r);
+                !r.errors.is_empty()
+            }
+            Err(_) => true,
+        };
+        let code = emit(&cli, "latency-floor", r);
+        return if failed { ExitCode::FAILURE } else { code };
+    }
     if cli.startup_probe {
         let r = startup::run(&cli).await;
         if let Ok(r) = &r {
@@ -149,7 +175,11 @@ fn main() -> ExitCode {
         eprintln!("warren-perf: {e}");
         return ExitCode::from(2);
     }
-    let mut builder = if cli.threads == 0 {
+    let mut builder = if cli.relay_listen.is_some() {
+        // The relay of --latency-floor stands in for a broker: a multi-threaded runtime
+        // with a worker per core, as Warren's.
+        tokio::runtime::Builder::new_multi_thread()
+    } else if cli.threads == 0 {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();

@@ -294,7 +294,7 @@ impl BatchEncoder {
 
 /// How many messages may go now (at most [`BATCH`]; with a rate, those due by now,
 /// sleeping until the next one is due if none is), or `None` at the deadline.
-async fn due(plan: &RawPlan, sent: u64) -> Option<usize> {
+pub(crate) async fn due(plan: &RawPlan, sent: u64) -> Option<usize> {
     loop {
         let now = Instant::now();
         if now >= plan.deadline {
@@ -484,7 +484,7 @@ async fn read_confirms<R: AsyncRead + Unpin>(
 
 /// Writes the timestamp and sequence number over the first 16 bytes of `body` (as the
 /// lapin mode's bodies; shorter bodies get what fits).
-fn stamp_body(body: &mut [u8], stamp: u64, seq: u64) {
+pub(crate) fn stamp_body(body: &mut [u8], stamp: u64, seq: u64) {
     let mut header = [0u8; 16];
     header[..8].copy_from_slice(&stamp.to_be_bytes());
     header[8..].copy_from_slice(&seq.to_be_bytes());
@@ -715,7 +715,7 @@ impl RawConsumer {
 }
 
 /// The timestamp of a body, if it is long enough to hold one.
-fn stamp_of(data: &[u8]) -> Option<u64> {
+pub(crate) fn stamp_of(data: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = data.get(..8)?.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
 }

@@ -337,39 +337,15 @@ async fn run_declared(cli: &Cli, topo: &Topology) -> Result<ThroughputReport, Pe
         ),
     };
 
-    // The reporter: one line per second until the deadline.
-    let mut per_second = Vec::new();
-    let mut last = Snapshot::default();
-    let mut last_t = 0.0f64;
-    let mut tick = 1u64;
-    let totals = loop {
-        let target = (start + Duration::from_secs(tick)).min(plan.deadline);
-        sleep_until(target.into()).await;
-        let now = counters.snapshot();
-        let t = target.duration_since(start).as_secs_f64();
-        let dt = (t - last_t).max(1e-9);
-        let d = now.since(&last);
-        let lat = Percentiles::from(&stats::take_intervals(&latency));
-        let rss = cli.broker_pid.and_then(|p| procfs::rss_bytes(p).ok());
-        let sec = Second {
-            t,
-            publish_rate: d.published as f64 / dt,
-            confirm_rate: d.confirmed as f64 / dt,
-            consume_rate: d.consumed as f64 / dt,
-            latency: lat,
-            broker_rss_bytes: rss,
-        };
-        if !cli.quiet {
-            print_second(&sec, plan.confirm);
-        }
-        per_second.push(sec);
-        last = now;
-        last_t = t;
-        if target >= plan.deadline {
-            break now;
-        }
-        tick += 1;
-    };
+    let (per_second, totals) = report_seconds(
+        start,
+        plan.deadline,
+        &counters,
+        &latency,
+        cli.broker_pid,
+        (!cli.quiet).then_some(plan.confirm),
+    )
+    .await;
     let cpu_client = cpu_client_start
         .and_then(|s| Some(procfs::cpu_seconds(None).ok()? - s))
         .map(|c| c / cli.duration);
@@ -401,6 +377,53 @@ async fn run_declared(cli: &Cli, topo: &Topology) -> Result<ThroughputReport, Pe
         per_second,
         errors,
     })
+}
+
+/// The reporter of a run: one [`Second`] per second from `start` until `deadline` (the
+/// last one shorter if the duration is not whole), with the rates from `counters`, the
+/// latency of that second from `latency` and the RSS of `pid`; each printed unless
+/// `print` is `None` (`Some(confirm)`: print, with the confirm rate if `confirm`).
+/// Returns them with the counters at the deadline.
+pub(crate) async fn report_seconds(
+    start: Instant,
+    deadline: Instant,
+    counters: &Counters,
+    latency: &[Arc<Recorder>],
+    pid: Option<u32>,
+    print: Option<bool>,
+) -> (Vec<Second>, Snapshot) {
+    let mut per_second = Vec::new();
+    let mut last = Snapshot::default();
+    let mut last_t = 0.0f64;
+    let mut tick = 1u64;
+    loop {
+        let target = (start + Duration::from_secs(tick)).min(deadline);
+        sleep_until(target.into()).await;
+        let now = counters.snapshot();
+        let t = target.duration_since(start).as_secs_f64();
+        let dt = (t - last_t).max(1e-9);
+        let d = now.since(&last);
+        let lat = Percentiles::from(&stats::take_intervals(latency));
+        let rss = pid.and_then(|p| procfs::rss_bytes(p).ok());
+        let sec = Second {
+            t,
+            publish_rate: d.published as f64 / dt,
+            confirm_rate: d.confirmed as f64 / dt,
+            consume_rate: d.consumed as f64 / dt,
+            latency: lat,
+            broker_rss_bytes: rss,
+        };
+        if let Some(confirm) = print {
+            print_second(&sec, confirm);
+        }
+        per_second.push(sec);
+        last = now;
+        last_t = t;
+        if target >= deadline {
+            return (per_second, now);
+        }
+        tick += 1;
+    }
 }
 
 /// Connected clients, before the clock starts.
