@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Durability figures for docs/performance.md: persistent publish rate with confirms into
 # a durable queue, memory per queued message after recovery, and recovery time.
-#   FILL_SECS=25 SIZE=1024 bench/durability.sh
+#   FILL_SECS=25 SIZE=1024 CLIENT=raw bench/durability.sh
 # Fills one durable queue with persistent messages for FILL_SECS seconds (publisher
 # confirms, at most 1000 outstanding; about a million messages on a 2-core machine),
 # kills Warren with SIGKILL, restarts it on the same data directory and reads the
@@ -30,7 +30,10 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 start
 idle=$(rss_kib "$pid")
 uri="amqp://guest:guest@$addr/%2f"
-out=$(./target/release/warren-perf --uri "$uri" -x 1 -y 0 -s "$SIZE" --persistent --durable \
+# CLIENT=raw (default) uses warren-perf's lean client, CLIENT=lapin the lapin one.
+client_args=()
+[[ ${CLIENT:-raw} == raw ]] && client_args=(--raw)
+out=$(./target/release/warren-perf --uri "$uri" "${client_args[@]}" -x 1 -y 0 -s "$SIZE" --persistent --durable \
   --confirm 1000 --keep-queues --queue-prefix dur --duration "$FILL_SECS" --quiet \
   --broker-pid "$pid" 2>/dev/null | grep '^JSON ' | cut -c6-) || true
 echo "$out" | python3 -c '
