@@ -145,22 +145,26 @@ fn persistent() -> BasicProperties {
     BasicProperties::default().with_delivery_mode(2)
 }
 
+/// Ready messages in the test queue (passive declare: the queue must exist).
+async fn ready_count(ch: &lapin::Channel) -> u32 {
+    ch.queue_declare(
+        QUEUE.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("the durable queue exists")
+    .message_count()
+}
+
 /// Consumes everything in the queue of a restarted broker: (publisher, seq, redelivered).
 async fn drain(uri: &str) -> Vec<(u32, u64, bool)> {
     let conn = connect(uri).await;
     let ch = conn.create_channel().await.expect("channel");
-    let q = ch
-        .queue_declare(
-            QUEUE.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("durable queue survived the crash");
-    let total = q.message_count() as usize;
+    let total = ready_count(&ch).await as usize;
     let mut consumer = ch
         .basic_consume(
             QUEUE.into(),
@@ -723,18 +727,7 @@ async fn publish_unconfirmed(uri: &str, n: u64) {
         .await
         .expect("no confirm");
     }
-    let q = ch
-        .queue_declare(
-            QUEUE.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("passive declare");
-    assert_eq!(u64::from(q.message_count()), n);
+    assert_eq!(u64::from(ready_count(&ch).await), n);
     let _ = conn.close(200, "bye".into()).await;
 }
 

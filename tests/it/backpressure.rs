@@ -210,6 +210,22 @@ async fn settled_state(conn: &lapin::Connection, queue: &str) -> (u32, u32) {
     }
 }
 
+/// Waits until all `n` messages are ready in `queue` again and it has no consumer.
+async fn all_back(conn: &lapin::Connection, queue: &str, n: u64) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let state = queue_state(conn, queue).await.unwrap();
+        if state == (n as u32, 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected all {n} messages back in {queue}, have {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_that_stops_reading_leaves_messages_in_the_queue() {
     const Q: &str = "bp.noack.q";
@@ -366,18 +382,7 @@ async fn a_manual_ack_consumer_that_stops_reading_holds_only_its_prefetch() {
 
     // Closing the connection returns its unacknowledged messages: none is lost.
     drop(raw);
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let state = queue_state(&conn, Q).await.unwrap();
-        if state == (N as u32, 0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "expected all {N} messages back in {Q}, have {state:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    all_back(&conn, Q, N).await;
     conn.close(200, ss("OK")).await.unwrap();
 }
 
@@ -403,17 +408,6 @@ async fn a_large_prefetch_does_not_let_a_stalled_consumer_take_everything() {
 
     // Unacknowledged messages, written or not, all come back when it goes away.
     drop(raw);
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let state = queue_state(&conn, Q).await.unwrap();
-        if state == (N as u32, 0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "expected all {N} messages back in {Q}, have {state:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    all_back(&conn, Q, N).await;
     conn.close(200, ss("OK")).await.unwrap();
 }
