@@ -470,6 +470,7 @@ impl Queue {
             return;
         }
         self.expire_locked(st, now);
+        let mut marked = false;
         while !st.store.is_empty() {
             let Some(idx) = self.pick_consumer(st) else {
                 break;
@@ -507,11 +508,14 @@ impl Queue {
             } else {
                 st.unacked += 1;
                 st.store.delivered(&delivery.message);
+                marked |= delivery.message.loc.is_some();
             }
             sink.deliver(delivery);
         }
-        // Delivery marks are written by the next flush (an ack's, or the tick's).
-        self.unflushed.store(true, Ordering::Relaxed);
+        if marked {
+            // Delivery marks are written by the next flush (an ack's, or the tick's).
+            self.unflushed.store(true, Ordering::Relaxed);
+        }
     }
 
     /// `basic.get`: takes the head message. Returns it with the number of messages left.
@@ -529,6 +533,7 @@ impl Queue {
                 }
                 if no_ack {
                     st.store.settle(&[Settled::from(&m)]);
+                    self.unflushed.store(true, Ordering::Relaxed);
                 } else {
                     st.unacked += 1;
                     st.store.delivered(&m);

@@ -1234,6 +1234,8 @@ impl Channel {
                 c.queue.dispatch();
             }
         }
+        // Acks that came in the same batch as the close are on disk before close-ok.
+        self.flush_marks();
     }
 
     /// Number of messages delivered and not yet acknowledged.

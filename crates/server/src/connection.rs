@@ -485,6 +485,10 @@ impl Connection {
         let mut flow_wait: Option<(Arc<warren_broker::Queue>, Instant)> = None;
         // Frames may already be buffered from the handshake read.
         self.process_frames(&mut rbuf);
+        for ch in self.channels.values_mut() {
+            ch.flush_marks();
+            ch.flush_confirms(&self.ctx, &mut self.out);
+        }
         let reason = loop {
             if self.done {
                 break "closed".to_string();

@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::{mpsc, Mutex};
 
@@ -33,37 +34,93 @@ const WRITE_BATCH: usize = 256 * 1024;
 #[derive(Debug)]
 pub struct SyncFile {
     file: File,
-    pending: Mutex<Vec<u8>>,
+    pending: Mutex<Pending>,
+}
+
+/// Bytes not yet written, and where they start in the file.
+#[derive(Debug)]
+struct Pending {
+    /// File length covered by successful writes: `buf` starts here.
+    written: u64,
+    buf: Vec<u8>,
+}
+
+impl Pending {
+    /// Writes as much of `buf` as the file takes; what was written leaves the buffer
+    /// even when a later write fails, so no byte is ever written twice.
+    fn write_out(&mut self, mut file: &File) -> io::Result<()> {
+        let mut done = 0;
+        let result = loop {
+            if done == self.buf.len() {
+                break Ok(());
+            }
+            match file.write(&self.buf[done..]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.buf.drain(..done);
+        self.written += done as u64;
+        result
+    }
 }
 
 impl SyncFile {
     /// Wraps a file opened for appending.
-    pub fn new(file: File) -> Self {
-        SyncFile {
+    ///
+    /// # Errors
+    /// Its length cannot be read.
+    pub fn new(file: File) -> io::Result<Self> {
+        let written = file.metadata()?.len();
+        Ok(SyncFile {
             file,
-            pending: Mutex::new(Vec::new()),
-        }
+            pending: Mutex::new(Pending {
+                written,
+                buf: Vec::new(),
+            }),
+        })
     }
 
-    /// The file, for positioned reads (call [`SyncFile::write_pending`] first).
-    pub fn file(&self) -> &File {
-        &self.file
-    }
-
-    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends `data`; writes the buffer out once it holds [`WRITE_BATCH`] bytes.
+    /// Appends `data` to the buffer, and writes the buffer out once it holds
+    /// [`WRITE_BATCH`] bytes. Never fails: a write error is logged and the bytes stay
+    /// buffered, so the file's layout stays what the caller computed; the sync that a
+    /// confirm waits for then reports the error (the publisher gets a nack).
+    pub fn append(&self, data: &[u8]) {
+        let mut p = self.pending();
+        p.buf.extend_from_slice(data);
+        if p.buf.len() >= WRITE_BATCH {
+            if let Err(e) = p.write_out(&self.file) {
+                tracing::error!(error = %e, "cannot write to a segment file (will retry)");
+            }
+        }
+    }
+
+    /// Reads `out.len()` bytes at `offset`, from the file or from the buffer (a record
+    /// still being buffered is read without writing anything).
     ///
     /// # Errors
-    /// Writing the buffer failed (it is kept for a later attempt).
-    pub fn append(&self, data: &[u8]) -> io::Result<()> {
-        let mut buf = self.pending();
-        buf.extend_from_slice(data);
-        if buf.len() >= WRITE_BATCH {
-            (&self.file).write_all(&buf)?;
-            buf.clear();
+    /// The file read failed or the range is beyond what was appended.
+    pub fn read_at(&self, out: &mut [u8], offset: u64) -> io::Result<()> {
+        let p = self.pending();
+        let end = offset + out.len() as u64;
+        let in_file = end.min(p.written).saturating_sub(offset) as usize;
+        if in_file > 0 {
+            self.file.read_exact_at(&mut out[..in_file], offset)?;
+        }
+        if in_file < out.len() {
+            let from = (offset + in_file as u64 - p.written) as usize;
+            let rest = &mut out[in_file..];
+            let src = p
+                .buf
+                .get(from..from + rest.len())
+                .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "beyond the end"))?;
+            rest.copy_from_slice(src);
         }
         Ok(())
     }
@@ -71,14 +128,13 @@ impl SyncFile {
     /// Writes buffered appends to the OS.
     ///
     /// # Errors
-    /// The write failed (the buffer is kept).
+    /// The write failed (what was not written stays buffered).
     pub fn write_pending(&self) -> io::Result<()> {
-        let mut buf = self.pending();
-        if !buf.is_empty() {
-            (&self.file).write_all(&buf)?;
-            buf.clear();
+        let mut p = self.pending();
+        if p.buf.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        p.write_out(&self.file)
     }
 
     /// Writes buffered appends, then forces them to disk if `fsync`.
@@ -191,8 +247,8 @@ mod tests {
         let p = Persister::start(FsyncPolicy::Always).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x");
-        let f = Arc::new(SyncFile::new(File::create(&path).unwrap()));
-        f.append(b"hello").unwrap();
+        let f = Arc::new(SyncFile::new(File::create(&path).unwrap()).unwrap());
+        f.append(b"hello");
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "buffered");
         let (tx, rx) = mpsc::channel();
         for i in 0..50 {
@@ -217,8 +273,8 @@ mod tests {
         let p = Persister::start(FsyncPolicy::Never).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x");
-        let f = Arc::new(SyncFile::new(File::create(&path).unwrap()));
-        f.append(b"abc").unwrap();
+        let f = Arc::new(SyncFile::new(File::create(&path).unwrap()).unwrap());
+        f.append(b"abc");
         let (tx, rx) = mpsc::channel();
         p.sync(vec![f.clone()], move |ok| {
             let _ = tx.send(ok);
@@ -231,10 +287,22 @@ mod tests {
     fn large_appends_write_through_and_drop_flushes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x");
-        let f = SyncFile::new(File::create(&path).unwrap());
-        f.append(&vec![7u8; WRITE_BATCH]).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let f = SyncFile::new(file).unwrap();
+        f.append(&vec![7u8; WRITE_BATCH]);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), WRITE_BATCH as u64);
-        f.append(b"tail").unwrap();
+        f.append(b"tail");
+        // Reads see buffered bytes, and ranges across the written/buffered boundary.
+        let mut got = [0u8; 6];
+        f.read_at(&mut got, WRITE_BATCH as u64 - 2).unwrap();
+        assert_eq!(&got, b"\x07\x07tail");
+        assert!(f.read_at(&mut got, WRITE_BATCH as u64 + 1).is_err());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), WRITE_BATCH as u64);
         drop(f);
         assert_eq!(
             std::fs::metadata(&path).unwrap().len(),

@@ -20,7 +20,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -316,7 +315,12 @@ impl SegmentStore {
         }
         let mut live: HashMap<u32, u64> = HashMap::new();
         let mut ready: Vec<Entry> = Vec::new();
-        let mut next_seq = 0;
+        // Never reuse a sequence number that a mark mentions, even if its record is gone.
+        let mut next_seq = settled
+            .iter()
+            .chain(delivered.iter())
+            .max()
+            .map_or(0, |s| s + 1);
         for r in records {
             let seq = r.meta.seq;
             next_seq = next_seq.max(seq + 1);
@@ -350,7 +354,7 @@ impl SegmentStore {
             segments.insert(
                 n,
                 Segment {
-                    file: Arc::new(SyncFile::new(open_segment_file(&seg_path(dir, n))?)),
+                    file: Arc::new(SyncFile::new(open_segment_file(&seg_path(dir, n))?)?),
                     size,
                     live: l,
                     marks: None,
@@ -362,7 +366,7 @@ impl SegmentStore {
         segments.insert(
             current,
             Segment {
-                file: Arc::new(SyncFile::new(open_segment_file(&seg_path(dir, current))?)),
+                file: Arc::new(SyncFile::new(open_segment_file(&seg_path(dir, current))?)?),
                 size: 0,
                 live: 0,
                 marks: None,
@@ -400,7 +404,7 @@ impl SegmentStore {
             self.segments.insert(
                 next,
                 Segment {
-                    file: Arc::new(SyncFile::new(file)),
+                    file: Arc::new(SyncFile::new(file)?),
                     size: 0,
                     live: 0,
                     marks: None,
@@ -437,8 +441,7 @@ impl SegmentStore {
             .get(&loc.segment)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "segment reclaimed"))?;
         let mut rec = vec![0u8; loc.len as usize];
-        seg.file.write_pending()?;
-        seg.file.file().read_exact_at(&mut rec, loc.offset)?;
+        seg.file.read_at(&mut rec, loc.offset)?;
         let crc = u32::from_be_bytes([rec[4], rec[5], rec[6], rec[7]]);
         if crc32fast::hash(&rec[8..]) != crc {
             return Err(io::Error::new(
@@ -532,7 +535,7 @@ impl QueueStore for SegmentStore {
                 .segments
                 .get_mut(&self.current)
                 .ok_or_else(|| io::Error::other("no current segment"))?;
-            seg.file.append(&rec)?;
+            seg.file.append(&rec);
             let loc = DiskLoc {
                 segment: self.current,
                 offset: seg.size,
@@ -661,6 +664,14 @@ impl QueueStore for SegmentStore {
             let Some(seg) = self.segments.get_mut(&n) else {
                 continue;
             };
+            // A mark must never reach the disk before its record: recovery derives the
+            // next sequence number from the records, and a settle mark for a record that
+            // was lost would otherwise hide a later message that reuses its number.
+            if let Err(e) = seg.file.write_pending() {
+                tracing::error!(error = %e, "cannot write queued records; keeping their marks");
+                self.pending_marks.insert(n, buf);
+                continue;
+            }
             if seg.marks.is_none() {
                 match OpenOptions::new()
                     .create(true)
@@ -727,6 +738,7 @@ impl QueueStore for SegmentStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
 
     fn msg(body: &[u8], persistent: bool) -> Arc<Message> {
         // delivery_mode is property bit 12 (0x1000): flags 0x10 0x00, then the octet.
@@ -807,6 +819,31 @@ mod tests {
         assert_eq!(second.seq, 2);
         assert!(!second.redelivered);
         assert_eq!(s.len(), 3);
+    }
+
+    /// A settle mark written before its (buffered) record, followed by a crash, must not
+    /// let a later message reuse the sequence number and vanish at the next recovery.
+    #[test]
+    fn marks_never_outrun_records_and_sequence_numbers_are_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SegmentStore::open(dir.path(), small(), 1).unwrap();
+        s.push(qm(0, b"a", true)).unwrap();
+        s.push(qm(1, b"b", true)).unwrap();
+        let a = s.pop().unwrap();
+        let b = s.pop().unwrap();
+        s.requeue(vec![a]);
+        s.settle(&[Settled::from(&b)]);
+        s.flush();
+        // SIGKILL: nothing else is written.
+        std::mem::forget(s);
+        let mut s = SegmentStore::open(dir.path(), small(), 1).unwrap();
+        assert_eq!(s.len(), 1, "a is still queued, b stays settled");
+        assert!(s.next_seq() >= 2, "next_seq {}", s.next_seq());
+        s.push(qm(s.next_seq(), b"c", true)).unwrap();
+        s.flush();
+        drop(s);
+        let s = SegmentStore::open(dir.path(), small(), 1).unwrap();
+        assert_eq!(s.len(), 2, "a and c survive");
     }
 
     #[test]
