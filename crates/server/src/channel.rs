@@ -903,21 +903,7 @@ impl Channel {
             .map_err(amqp)?;
         if queues.is_empty() {
             if p.mandatory {
-                encode::basic_return(
-                    out,
-                    self.id,
-                    312,
-                    "NO_ROUTE",
-                    &p.message.exchange,
-                    &p.message.routing_key,
-                );
-                encode::content(
-                    out,
-                    self.id,
-                    &p.message.raw_properties,
-                    &p.message.body,
-                    ctx.frame_max,
-                );
+                self.return_no_route(ctx, out, &p.message);
             }
             return Ok(Stored::default());
         }
@@ -927,21 +913,7 @@ impl Channel {
         {
             // RabbitMQ 3.10 delivers a mandatory direct reply and also returns it: the
             // pseudo-queue does not count as a route.
-            encode::basic_return(
-                out,
-                self.id,
-                312,
-                "NO_ROUTE",
-                &p.message.exchange,
-                &p.message.routing_key,
-            );
-            encode::content(
-                out,
-                self.id,
-                &p.message.raw_properties,
-                &p.message.body,
-                ctx.frame_max,
-            );
+            self.return_no_route(ctx, out, &p.message);
         }
         // Sender-selected distribution: BCC routes but must not reach consumers.
         let message = if p.message.has_bcc() {
@@ -971,6 +943,12 @@ impl Channel {
             }
         }
         Ok(stored)
+    }
+
+    /// basic.return 312 NO_ROUTE with the message, for a mandatory publish.
+    fn return_no_route(&self, ctx: &Ctx, out: &mut BytesMut, m: &Message) {
+        encode::basic_return(out, self.id, 312, "NO_ROUTE", &m.exchange, &m.routing_key);
+        encode::content(out, self.id, &m.raw_properties, &m.body, ctx.frame_max);
     }
 
     /// Sends the publisher confirms owed, coalesced with `multiple`, or hands them to the
