@@ -24,7 +24,28 @@ fi
 
 log=$(mktemp)
 data=$(mktemp -d)
-./target/release/warren --listen 127.0.0.1:0 --data-dir "$data" >"$log" 2>&1 &
+# TLS for conformance/test_tls.py: a throw-away CA, a server certificate for
+# 127.0.0.1/localhost and a client certificate (CN=warren-tls-client), made with openssl.
+pki="$data/pki"
+mkdir -p "$pki"
+command -v openssl >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y openssl >/dev/null 2>&1; }
+(
+  cd "$pki"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj "/CN=Warren test CA" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
+  printf "subjectAltName=DNS:localhost,IP:127.0.0.1\n" >server.ext
+  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj "/O=Warren tests/CN=warren-tls-client" 2>/dev/null
+  # X.509 v3 (an extension makes it so): rustls, like most TLS stacks now, refuses v1.
+  printf "extendedKeyUsage=clientAuth\n" >client.ext
+  openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 -extfile client.ext 2>/dev/null
+)
+# The repository's config.toml, with SASL EXTERNAL offered (user name = certificate CN).
+conf="$data/warren.toml"
+sed -e 's/^mechanisms = .*/mechanisms = ["PLAIN", "AMQPLAIN", "EXTERNAL"]/' \
+    -e 's/^ssl_cert_login_from = .*/ssl_cert_login_from = "common_name"/' config.toml >"$conf"
+./target/release/warren --config "$conf" --listen "[::]:0" --management-listen 127.0.0.1:0 --prometheus-listen 127.0.0.1:0 --data-dir "$data/db" \
+  --tls-listen 127.0.0.1:0 --tls-cert "$pki/server.pem" --tls-key "$pki/server.key" --tls-ca "$pki/ca.pem" --tls-verify peer >"$log" 2>&1 &
 pid=$!
 cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data" "$log"; }
 trap cleanup EXIT
@@ -32,13 +53,44 @@ trap cleanup EXIT
 # Wait (bounded) for the startup line, then read the port it reports.
 addr=""
 for _ in $(seq 1 200); do
-  addr=$(sed -n 's/.*Server startup complete; AMQP listener on \([0-9.]*:[0-9]*\).*/\1/p' "$log" | head -n1)
+  # The dual-stack listener reports [::]:PORT; clients use 127.0.0.1 (and ::1).
+  port=$(sed -n 's/.*Server startup complete;.* AMQP listener on \[::\]:\([0-9]*\).*/\1/p' "$log" | head -n1)
+  [ -n "$port" ] && addr="127.0.0.1:$port"
   [ -n "$addr" ] && break
   kill -0 "$pid" 2>/dev/null || { cat "$log"; echo "warren exited early"; exit 1; }
   sleep 0.05
 done
 [ -n "$addr" ] || { cat "$log"; echo "warren did not start"; exit 1; }
 echo "warren listening on $addr"
+mport=$(sed -n 's/.*Management plugin: HTTP (non-TLS) listener started on port \([0-9]*\).*/\1/p' "$log" | head -n1)
+pport=$(sed -n 's/.*Prometheus metrics: HTTP (non-TLS) listener started on port \([0-9]*\).*/\1/p' "$log" | head -n1)
+export PROMETHEUS_URL="http://127.0.0.1:$pport"
+tport=$(sed -n 's/.*started TLS (SSL) listener on 127.0.0.1:\([0-9]*\).*/\1/p' "$log" | head -n1)
+[ -n "$tport" ] || { cat "$log"; echo "warren did not start its TLS listener"; exit 1; }
+export AMQPS_PORT="$tport" TLS_CA="$pki/ca.pem" TLS_CLIENT_CERT="$pki/client.pem" TLS_CLIENT_KEY="$pki/client.key" \
+  TLS_CLIENT_USER="warren-tls-client"
+
+# rabbitmqadmin (v1) is a Python script inside Debian's rabbitmq-server package: take it
+# from an installed RabbitMQ, or extract it from the downloaded package (not installed).
+admin_script=target/rabbitmqadmin
+if [ ! -s "$admin_script" ]; then
+  if command -v rabbitmqadmin >/dev/null 2>&1 && head -c 200 "$(command -v rabbitmqadmin)" | grep -q python; then
+    cp "$(command -v rabbitmqadmin)" "$admin_script"
+  else
+    tmpdeb=$(mktemp -d)
+    if (cd "$tmpdeb" && { apt-get download rabbitmq-server >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get download rabbitmq-server >/dev/null 2>&1; }; }); then
+      dpkg -x "$tmpdeb"/rabbitmq-server_*.deb "$tmpdeb/x"
+      found=$(find "$tmpdeb/x" -path '*priv/www/cli/rabbitmqadmin' | head -n1)
+      [ -n "$found" ] && cp "$found" "$admin_script"
+    fi
+    rm -rf "$tmpdeb"
+  fi
+fi
+if [ -s "$admin_script" ]; then
+  export RABBITMQADMIN="$PWD/$admin_script" MANAGEMENT_URL="http://127.0.0.1:$mport"
+else
+  echo "WARNING: rabbitmqadmin could not be obtained; conformance/test_rabbitmqadmin.py is skipped"
+fi
 
 echo "== warren-perf smoke run (1 s) and benchmark build"
 pid_of_warren=$pid
@@ -46,4 +98,18 @@ pid_of_warren=$pid
   --duration 1 --quiet --broker-pid "$pid_of_warren" | grep '^JSON ' >/dev/null
 cargo bench --no-run -p warren-perf >/dev/null
 
-AMQP_URL="amqp://guest:guest@$addr/%2F" "$venv/bin/python" -m pytest -q -p no:cacheprovider conformance/
+MANAGEMENT_URL="${MANAGEMENT_URL:-http://127.0.0.1:$mport}" AMQP_URL="amqp://guest:guest@$addr/%2F" "$venv/bin/python" -m pytest -q -p no:cacheprovider conformance/
+
+echo "== pytest-rabbitmq fixtures driving Warren as rabbitmq-server / rabbitmqctl"
+fxvenv=target/fixture-venv
+if [ ! -x "$fxvenv/bin/python" ]; then
+  python3 -m venv "$fxvenv"
+fi
+"$fxvenv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/pytest_rabbitmq/requirements.txt
+links=$(mktemp -d)
+./target/release/warren install-links "$links" >/dev/null
+# The nodes' control sockets go to a private directory, so a developer's own node is
+# never touched.
+WARREN_CONTROL_DIR="$links/ctl" "$fxvenv/bin/python" -m pytest -q -p no:cacheprovider tests/pytest_rabbitmq \
+  --rabbitmq-server="$links/rabbitmq-server" --rabbitmq-ctl="$links/rabbitmqctl"
+rm -rf "$links"

@@ -93,12 +93,12 @@ WARREN_CRASHES=()
 warren_start() {
     WARREN_DIR=$(mktemp -d /tmp/warren-compare.XXXXXX)
     # Run from the temporary directory so no ./config.toml is picked up: defaults only.
-    (cd "$WARREN_DIR" && NO_COLOR=1 exec "$WARREN" --listen 127.0.0.1:0 \
+    (cd "$WARREN_DIR" && NO_COLOR=1 exec "$WARREN" --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --prometheus-listen 127.0.0.1:0 \
         --data-dir "$WARREN_DIR/data" >"$WARREN_DIR/log" 2>&1) &
     WARREN_PID=$!
     local addr=
     for _ in $(seq 1 200); do
-        addr=$(grep -o 'Server startup complete; AMQP listener on [0-9.]*:[0-9]*' \
+        addr=$(grep -o 'AMQP listener on [0-9.]*:[0-9]*' \
             "$WARREN_DIR/log" 2>/dev/null | head -1 | awk '{print $NF}') || true
         [[ -n $addr ]] && break
         kill -0 "$WARREN_PID" 2>/dev/null || break

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use warren_ctl::cli::Tool;
 use warren_server::Config;
 
 /// glibc malloc serialises on per-arena locks when one thread frees what another
@@ -27,6 +28,62 @@ struct Cli {
     /// Data directory (overrides the config file).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Product reported to clients in connection.start: `warren` or `rabbitmq`
+    /// (overrides `[identity] report_as`).
+    #[arg(long, value_name = "PRODUCT", value_parser = parse_product)]
+    identity: Option<warren_server::config::Product>,
+    /// Management HTTP API listener, e.g. 127.0.0.1:15672 (overrides the config file).
+    #[arg(long, value_name = "ADDR:PORT")]
+    management_listen: Option<std::net::SocketAddr>,
+    /// HTTPS listener for the management API with the --tls-cert/--tls-key certificate,
+    /// e.g. [::]:15671 (overrides `[management] tls_listen`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    management_tls_listen: Option<std::net::SocketAddr>,
+    /// Prometheus metrics listener, e.g. 127.0.0.1:15692 (overrides the config file).
+    #[arg(long, value_name = "ADDR:PORT")]
+    prometheus_listen: Option<std::net::SocketAddr>,
+    /// A RabbitMQ definitions file (JSON) imported at start: users, vhosts, permissions,
+    /// topic permissions, limits (overrides `load_definitions`).
+    #[arg(long, value_name = "FILE")]
+    load_definitions: Option<PathBuf>,
+    /// AMQPS (TLS) listener address, e.g. [::]:5671 (overrides `[tls] listen`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    tls_listen: Option<std::net::SocketAddr>,
+    /// PEM certificate chain for the TLS listener, server certificate first.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for the TLS listener.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA bundle client certificates are verified against.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate verification: none or peer.
+    #[arg(long, value_name = "MODE", value_parser = parse_verify)]
+    tls_verify: Option<warren_server::config::TlsVerify>,
+    /// With --tls-verify peer, refuse clients that present no certificate.
+    #[arg(long)]
+    tls_fail_if_no_peer_cert: bool,
+}
+
+fn parse_verify(s: &str) -> Result<warren_server::config::TlsVerify, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "none" | "verify_none" => Ok(warren_server::config::TlsVerify::None),
+        "peer" | "verify_peer" => Ok(warren_server::config::TlsVerify::Peer),
+        other => Err(format!(
+            "unknown verify mode '{other}' (expected none or peer)"
+        )),
+    }
+}
+
+fn parse_product(s: &str) -> Result<warren_server::config::Product, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "warren" => Ok(warren_server::config::Product::Warren),
+        "rabbitmq" => Ok(warren_server::config::Product::Rabbitmq),
+        other => Err(format!(
+            "unknown identity '{other}' (expected warren or rabbitmq)"
+        )),
+    }
 }
 
 fn load_config(cli: &Cli) -> Result<Config, String> {
@@ -47,11 +104,68 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
     if let Some(dir) = &cli.data_dir {
         config.data_dir = dir.clone();
     }
+    if let Some(addr) = cli.management_listen {
+        config.management.listen = addr;
+        config.management.enabled = true;
+    }
+    if let Some(addr) = cli.management_tls_listen {
+        config.management.tls_listen = Some(addr);
+    }
+    if let Some(addr) = cli.prometheus_listen {
+        config.prometheus.listen = addr;
+        config.prometheus.enabled = true;
+    }
+    if let Some(file) = &cli.load_definitions {
+        config.load_definitions = Some(file.clone());
+    }
+    if let Some(product) = cli.identity {
+        config.identity.report_as = product;
+    }
+    if let Some(addr) = cli.tls_listen {
+        config.tls.listen = addr;
+    }
+    if let Some(file) = &cli.tls_cert {
+        config.tls.cert = Some(file.clone());
+    }
+    if let Some(file) = &cli.tls_key {
+        config.tls.key = Some(file.clone());
+    }
+    if let Some(file) = &cli.tls_ca {
+        config.tls.ca = Some(file.clone());
+    }
+    if let Some(mode) = cli.tls_verify {
+        config.tls.verify = mode;
+    }
+    if cli.tls_fail_if_no_peer_cert {
+        config.tls.fail_if_no_peer_cert = true;
+    }
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    // One binary, RabbitMQ's names: what it was invoked as decides what it is.
+    let prog = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("warren");
+    let rest = |from: usize| args.get(from..).unwrap_or(&[]).to_vec();
+    match prog {
+        "rabbitmqctl" => return tool(Tool::Ctl, &rest(1)),
+        "rabbitmq-diagnostics" => return tool(Tool::Diagnostics, &rest(1)),
+        "rabbitmq-plugins" => return tool(Tool::Plugins, &rest(1)),
+        "rabbitmq-server" => return rabbitmq_server(&rest(1)),
+        _ => {}
+    }
+    match args.get(1).map(String::as_str) {
+        Some("ctl") => return tool(Tool::Ctl, &rest(2)),
+        Some("diagnostics") => return tool(Tool::Diagnostics, &rest(2)),
+        Some("plugins") => return tool(Tool::Plugins, &rest(2)),
+        Some("install-links") => return install_links(args.get(2).map(String::as_str)),
+        _ => {}
+    }
     let cli = Cli::parse();
     let config = match load_config(&cli) {
         Ok(c) => c,
@@ -60,6 +174,117 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let node = warren_ctl::node::resolve(None);
+    serve(config, node, false, Vec::new())
+}
+
+/// Runs `rabbitmqctl` and friends.
+fn tool(which: Tool, args: &[String]) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("Error: cannot start the runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    let code = runtime.block_on(warren_ctl::cli::run(which, args));
+    ExitCode::from(u8::try_from(code).unwrap_or(70))
+}
+
+/// `warren install-links DIR`: `rabbitmq-server`, `rabbitmqctl`, `rabbitmq-diagnostics`
+/// and `rabbitmq-plugins` as symbolic links to this binary.
+fn install_links(dir: Option<&str>) -> ExitCode {
+    let Some(dir) = dir else {
+        eprintln!("usage: warren install-links DIR");
+        return ExitCode::from(64);
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("warren: cannot find its own executable: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        eprintln!("warren: cannot create {dir}: {e}");
+        return ExitCode::FAILURE;
+    }
+    for name in [
+        "rabbitmq-server",
+        "rabbitmqctl",
+        "rabbitmq-diagnostics",
+        "rabbitmq-plugins",
+    ] {
+        let link = std::path::Path::new(dir).join(name);
+        let _ = std::fs::remove_file(&link);
+        if let Err(e) = std::os::unix::fs::symlink(&exe, &link) {
+            eprintln!("warren: cannot create {}: {e}", link.display());
+            return ExitCode::FAILURE;
+        }
+        println!("{}", link.display());
+    }
+    ExitCode::SUCCESS
+}
+
+/// `rabbitmq-server`: Warren's configuration, then `rabbitmq.conf` and the `RABBITMQ_*`
+/// variables; `-detached` runs it in the background.
+fn rabbitmq_server(args: &[String]) -> ExitCode {
+    if args.iter().any(|a| a == "-detached" || a == "--detached") {
+        use std::os::unix::process::CommandExt;
+        let exe = match std::env::current_exe() {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("rabbitmq-server: cannot find its own executable: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let others: Vec<&String> = args.iter().filter(|a| !a.contains("detached")).collect();
+        let spawned = std::process::Command::new(exe)
+            .arg0("rabbitmq-server")
+            .args(others)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn();
+        return match spawned {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rabbitmq-server: cannot start in the background: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let cli = Cli::parse_from(["rabbitmq-server"]);
+    let mut config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rabbitmq-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let launch = match warren_ctl::conf::apply_environment(&mut config, &env) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("rabbitmq-server: invalid configuration: {e}");
+            return ExitCode::from(78);
+        }
+    };
+    if let Err(e) = config.validate() {
+        eprintln!("rabbitmq-server: {e}");
+        return ExitCode::from(78);
+    }
+    serve(config, launch.node, true, launch.ignored)
+}
+
+/// Runs the broker until SIGTERM, SIGINT or `rabbitmqctl stop`. `node` names its
+/// control socket; with `strict_node` a live node of the same name is fatal (as for
+/// RabbitMQ), otherwise the socket is just not opened.
+fn serve(config: Config, node: String, strict_node: bool, ignored: Vec<String>) -> ExitCode {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -79,6 +304,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for what in &ignored {
+        tracing::warn!("ignoring {what}");
+    }
     runtime.block_on(async move {
         // Install the signal handlers before the startup line is logged, so a SIGTERM
         // right after it still shuts down cleanly instead of killing the process.
@@ -97,12 +325,125 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        signals.wait().await;
-        tracing::info!("signal received, stopping");
+        let management = if server.admin().config().management.enabled {
+            let listen = server.admin().config().management.listen;
+            match warren_management::start(server.admin(), listen).await {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::error!(error = %e, %listen, "cannot start the management API");
+                    eprintln!("warren: cannot listen on {listen} (management API): {e}");
+                    server.shutdown().await;
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            None
+        };
+        let management_tls = match server.admin().config().management.tls_listen {
+            Some(listen) if server.admin().config().management.enabled => {
+                let admin = server.admin();
+                let config = admin.config();
+                let started = match warren_server::tls::http_server_config(&config.tls) {
+                    Ok(tls) => {
+                        let timeout = std::time::Duration::from_secs(
+                            config.limits.handshake_timeout_secs.max(1),
+                        );
+                        warren_management::start_tls(server.admin(), listen, tls, timeout)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                match started {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::error!(error = %e, %listen, "cannot start the management API over TLS");
+                        eprintln!("warren: cannot serve HTTPS on {listen} (management API): {e}");
+                        server.shutdown().await;
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            _ => None,
+        };
+        let metrics = if server.admin().config().prometheus.enabled {
+            let listen = server.admin().config().prometheus.listen;
+            match warren_management::metrics::start(server.admin(), listen).await {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::error!(error = %e, %listen, "cannot start the Prometheus endpoint");
+                    eprintln!("warren: cannot listen on {listen} (Prometheus): {e}");
+                    drop(management);
+                    drop(management_tls);
+                    server.shutdown().await;
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            None
+        };
+        // The control socket for rabbitmqctl, named after the node.
+        let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel();
+        let control = warren_ctl::server::serve(
+            server.admin(),
+            &node,
+            std::sync::Arc::new(StopHandle(stop_tx)),
+        )
+        .await;
+        let control = match control {
+            Ok(c) => Some(c),
+            Err(e) if strict_node => {
+                tracing::error!(error = %e, "cannot open the control socket");
+                eprintln!("ERROR: {e}");
+                drop((metrics, management_tls, management));
+                server.shutdown().await;
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "rabbitmqctl will not reach this node (set RABBITMQ_NODENAME to give it its own name)");
+                None
+            }
+        };
+        // Every listener is bound: RabbitMQ's line, which container wait strategies and
+        // fixtures look for on standard output.
+        let mut plugins = Vec::new();
+        if management.is_some() {
+            plugins.extend(["rabbitmq_management", "rabbitmq_management_agent", "rabbitmq_web_dispatch"]);
+        }
+        if metrics.is_some() {
+            plugins.push("rabbitmq_prometheus");
+        }
+        tracing::info!(
+            node = %node,
+            "Server startup complete; {} plugins started. AMQP listener on {}",
+            plugins.len(),
+            server.local_addr()
+        );
+        for p in &plugins {
+            tracing::info!(" * {p}");
+        }
+        tokio::select! {
+            _ = signals.wait() => {}
+            Some(()) = stop_rx.recv() => tracing::info!("stop requested by rabbitmqctl"),
+        }
+        drop(control);
+        drop(metrics);
+        drop(management_tls);
+        drop(management);
+        tracing::info!("stopping");
         server.shutdown().await;
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// `rabbitmqctl stop`: wakes the main task as SIGTERM would.
+struct StopHandle(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl warren_ctl::server::NodeControl for StopHandle {
+    fn stop(&self) {
+        let _ = self.0.send(());
+    }
 }
 
 /// SIGINT and SIGTERM, registered up front.

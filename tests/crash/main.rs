@@ -70,7 +70,15 @@ struct Broker {
 impl Broker {
     fn start(dir: &Path) -> Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--management-listen",
+                "127.0.0.1:0",
+                "--prometheus-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(dir)
             .args(["--config", "/dev/null"])
             .env("RUST_LOG", "info")
@@ -241,16 +249,22 @@ async fn publish_until_kill(
             }
         }));
     }
-    // Wait (bounded) until enough confirms arrived, then SIGKILL.
+    // Wait (bounded) until enough confirms arrived, and every publisher has some (on a
+    // busy machine one publisher may connect late: killing before its first confirm would
+    // leave nothing to check for it), then SIGKILL.
     let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
-        let n: usize = confirmed.lock().unwrap().values().map(|s| s.len()).sum();
-        if n >= kill_after {
+        let (n, with_confirms) = {
+            let map = confirmed.lock().unwrap();
+            let n: usize = map.values().map(|s| s.len()).sum();
+            (n, map.values().filter(|s| !s.is_empty()).count())
+        };
+        if n >= kill_after && with_confirms == publishers as usize {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "publishers too slow: {n} confirms"
+            "publishers too slow: {n} confirms, {with_confirms} of {publishers} publishers confirmed"
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -781,4 +795,255 @@ async fn unconfirmed_persistent_messages_survive_sigterm() {
     let got = drain(&broker.uri()).await;
     let seqs: Vec<u64> = got.iter().map(|(_, s, _)| *s).collect();
     assert_eq!(seqs, (0..300).collect::<Vec<_>>());
+}
+
+/// Passive exchange.declare on a fresh channel: whether `name` exists.
+async fn exchange_exists(conn: &Connection, name: &str) -> bool {
+    let ch = conn.create_channel().await.expect("channel");
+    ch.exchange_declare(
+        name.into(),
+        lapin::ExchangeKind::Direct,
+        lapin::options::ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .is_ok()
+}
+
+fn durable_exchange() -> lapin::options::ExchangeDeclareOptions {
+    lapin::options::ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    }
+}
+
+// See #16: exchange.declare did not write the definitions; only a later queue change did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_a_durable_exchange_declared_alone_survives_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    {
+        let conn = connect(&broker.uri()).await;
+        let ch = conn.create_channel().await.expect("channel");
+        ch.exchange_declare(
+            "solo-x".into(),
+            lapin::ExchangeKind::Topic,
+            durable_exchange(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare");
+        // declare-ok has arrived: nothing else happens before the crash.
+    }
+    broker.kill9();
+    let broker = Broker::start(dir.path());
+    let conn = connect(&broker.uri()).await;
+    assert!(
+        exchange_exists(&conn, "solo-x").await,
+        "a confirmed durable exchange.declare must survive kill -9"
+    );
+    broker.kill9();
+}
+
+// See #16: exchange.bind between durable exchanges was not written either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_an_exchange_to_exchange_binding_survives_kill_9() {
+    use lapin::options::{ExchangeBindOptions, QueueBindOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    {
+        let conn = connect(&broker.uri()).await;
+        let ch = conn.create_channel().await.expect("channel");
+        for (name, kind) in [
+            ("e2e-src", lapin::ExchangeKind::Direct),
+            ("e2e-dst", lapin::ExchangeKind::Fanout),
+        ] {
+            ch.exchange_declare(name.into(), kind, durable_exchange(), FieldTable::default())
+                .await
+                .expect("declare exchange");
+        }
+        ch.queue_declare(
+            "e2e-q".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare queue");
+        ch.queue_bind(
+            "e2e-q".into(),
+            "e2e-dst".into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue.bind");
+        // The last change before the crash: only it adds the e2e binding.
+        ch.exchange_bind(
+            "e2e-dst".into(),
+            "e2e-src".into(),
+            "k".into(),
+            ExchangeBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("exchange.bind");
+    }
+    broker.kill9();
+    let broker = Broker::start(dir.path());
+    let conn = connect(&broker.uri()).await;
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm");
+    let confirm = ch
+        .basic_publish(
+            "e2e-src".into(),
+            "k".into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            b"via e2e",
+            persistent(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    assert!(
+        confirm.take_message().is_none(),
+        "the e2e binding must survive kill -9 and route the message"
+    );
+    broker.kill9();
+}
+
+// See #16: a tx.commit that failed part-way dropped the acks it held, leaving messages
+// neither settled nor requeued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_a_failed_tx_commit_leaves_its_acked_messages_in_the_queue() {
+    use lapin::options::{BasicGetOptions, ExchangeDeleteOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(dir.path());
+    let conn = connect(&broker.uri()).await;
+    let setup = conn.create_channel().await.expect("channel");
+    declare(&setup).await;
+    setup
+        .exchange_declare(
+            "tx-x".into(),
+            lapin::ExchangeKind::Fanout,
+            lapin::options::ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare exchange");
+    publish_confirmed(&broker.uri(), 0..3).await;
+    let tx = conn.create_channel().await.expect("channel");
+    tx.tx_select().await.expect("tx.select");
+    for _ in 0..3 {
+        let got = tx
+            .basic_get(QUEUE.into(), BasicGetOptions { no_ack: false })
+            .await
+            .expect("basic.get")
+            .expect("a message");
+        tx.basic_ack(got.delivery.delivery_tag, BasicAckOptions::default())
+            .await
+            .expect("ack inside the transaction");
+    }
+    tx.basic_publish(
+        "tx-x".into(),
+        "".into(),
+        BasicPublishOptions::default(),
+        b"never routed",
+        persistent(),
+    )
+    .await
+    .expect("publish inside the transaction");
+    // The exchange goes away before the commit, so routing the held publish fails.
+    setup
+        .exchange_delete("tx-x".into(), ExchangeDeleteOptions::default())
+        .await
+        .expect("delete exchange");
+    let err = tx.tx_commit().await.expect_err("the commit fails");
+    assert!(
+        format!("{err:?}").contains("NOT_FOUND - no exchange 'tx-x'"),
+        "commit fails with 404: {err:?}"
+    );
+    // Every acked message of the failed transaction is back in the queue.
+    let check = conn.create_channel().await.expect("channel");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let ready = ready_count(&check).await;
+        if ready == 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{ready} of 3 messages back in the queue after the failed commit"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And they stay there across a crash.
+    drop(conn);
+    broker.kill9();
+    let broker = Broker::start(dir.path());
+    let got = drain(&broker.uri()).await;
+    assert_eq!(got.len(), 3, "messages after restart: {got:?}");
+    broker.kill9();
+}
+
+// See #10: users, vhosts and permissions are kept in the data directory; a definitions
+// file loaded at boot writes them there before the broker says it is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_10_users_and_permissions_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let defs = dir.path().join("defs.json");
+    // User u1's hash is RabbitMQ 3.10.8's for password "p1".
+    std::fs::write(
+        &defs,
+        r#"{"users": [{"name": "u1", "password_hash": "lzE5Yxb3zmj/myS3bmd6N11fV+aS1HolG2eCjLtohHZ7LV+6",
+             "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["administrator"]}],
+            "vhosts": [{"name": "jobs"}],
+            "permissions": [{"user": "u1", "vhost": "jobs", "configure": ".*", "write": ".*", "read": ".*"}]}"#,
+    )
+    .expect("write definitions");
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--management-listen",
+            "127.0.0.1:0",
+            "--prometheus-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .args(["--config", "/dev/null", "--load-definitions"])
+        .arg(&defs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn warren");
+    let stdout = child.stdout.take().expect("stdout");
+    let ready = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("Server startup complete"));
+    assert!(ready, "warren starts with the definitions");
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+    // Restarted without the file: the state is in the data directory.
+    let broker = Broker::start(&data);
+    let uri = format!("amqp://u1:p1@{}/jobs", broker.addr);
+    let conn = connect(&uri).await;
+    let ch = conn.create_channel().await.expect("channel");
+    declare(&ch).await;
+    broker.kill9();
 }

@@ -91,7 +91,15 @@ fn spawn(dir: &Path, config: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_warren"))
         .arg("--config")
         .arg(config)
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--management-listen",
+            "127.0.0.1:0",
+            "--prometheus-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.join("data"))
         .current_dir(dir)
         .env_remove("RUST_LOG")
@@ -189,7 +197,15 @@ async fn missing_config_file_is_an_error_not_a_silent_default() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
         .arg("--config")
         .arg(&missing)
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--management-listen",
+            "127.0.0.1:0",
+            "--prometheus-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .current_dir(dir.path())
         .stdin(Stdio::null())

@@ -4,12 +4,17 @@
 //! Every expectation is RabbitMQ's behaviour (3.10, see `conformance/README.md`). Tests
 //! never sleep for a fixed time: they wait on conditions with timeouts (`util::eventually`).
 
+mod access;
 mod acks;
 mod backpressure;
 mod confirms_tx;
+mod ctl;
 mod errors;
 mod extensions;
 mod lifecycle;
+mod management;
+mod parity;
 mod publish_consume;
 mod raw_protocol;
+mod tls;
 mod util;

@@ -63,6 +63,16 @@ pub fn type_name(v: &AMQPValue) -> &'static str {
     }
 }
 
+/// A string argument of a table (the exchange named by `alternate-exchange` or
+/// `x-dead-letter-exchange`); `None` when absent or not a string.
+pub fn string_arg(args: &amq_protocol::types::FieldTable, key: &str) -> Option<String> {
+    match args.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
+
 /// The value as RabbitMQ prints it: strings bare, numbers as numbers.
 pub fn format_value(v: &AMQPValue) -> String {
     match v {

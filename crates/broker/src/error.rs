@@ -3,6 +3,40 @@
 /// An engine operation that could not be carried out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
+    /// A permission check failed (RabbitMQ: 403 ACCESS_REFUSED).
+    #[error("access to {kind} '{name}' in vhost '{vhost}' refused for user '{user}'")]
+    AccessRefused {
+        /// "queue" or "exchange".
+        kind: &'static str,
+        /// The resource's name as checked (`amq.default` for the default exchange).
+        name: String,
+        /// Vhost name.
+        vhost: String,
+        /// User name.
+        user: String,
+    },
+    /// A topic permission check failed (403).
+    #[error("access to topic '{routing_key}' in exchange '{exchange}' in vhost '{vhost}' refused for user '{user}'")]
+    TopicAccessRefused {
+        /// The routing key.
+        routing_key: String,
+        /// The topic exchange.
+        exchange: String,
+        /// Vhost name.
+        vhost: String,
+        /// User name.
+        user: String,
+    },
+    /// The vhost's `max-queues` is reached (406).
+    #[error("cannot declare queue '{queue}': queue limit in vhost '{vhost}' ({limit}) is reached")]
+    QueueLimit {
+        /// The queue that was not declared.
+        queue: String,
+        /// Vhost name.
+        vhost: String,
+        /// The limit.
+        limit: u64,
+    },
     /// No such queue.
     #[error("no queue '{queue}' in vhost '{vhost}'")]
     QueueNotFound {

@@ -71,6 +71,15 @@ pub enum Destination {
     Exchange(String),
 }
 
+impl Destination {
+    /// The queue's or exchange's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Destination::Queue(n) | Destination::Exchange(n) => n,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 struct Binding {
     destination: Destination,

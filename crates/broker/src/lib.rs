@@ -20,9 +20,11 @@
 //! assert_eq!(vhost.queue("q", 1).unwrap().message_count(), 1);
 //! ```
 
+pub mod access;
 pub mod args;
 pub mod credit;
 pub mod deadletter;
+pub mod definitions;
 pub mod error;
 pub mod exchange;
 pub mod headers;
@@ -50,13 +52,29 @@ pub use vhost::{QueueOptions, VHost};
 /// Identifies a client connection (for exclusive queues and consumers).
 pub type ConnectionId = u64;
 
-/// The whole broker state: the set of virtual hosts.
+/// Queues declared, created and deleted since the start (Prometheus'
+/// `rabbitmq_queues_{declared,created,deleted}_total`).
+#[derive(Debug, Default)]
+pub struct QueueChurn {
+    /// Successful non-passive `queue.declare`s (new or existing queue).
+    pub declared: std::sync::atomic::AtomicU64,
+    /// Queues created.
+    pub created: std::sync::atomic::AtomicU64,
+    /// Queues deleted (by a client, expiry, auto-delete or an exclusive owner leaving).
+    pub deleted: std::sync::atomic::AtomicU64,
+}
+
+/// The whole broker state: the set of virtual hosts, and who may use them.
 #[derive(Debug)]
 pub struct Broker {
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
+    /// Users, vhost metadata, permissions and limits.
+    access: Arc<access::Access>,
+    /// The data directory had no access state: the caller seeds users and vhosts.
+    fresh: bool,
     storage: Option<Arc<Storage>>,
-    /// Policies per vhost name, applied to vhosts as they are created.
-    policies: HashMap<String, Vec<policy::Policy>>,
+    /// Queues declared, created and deleted.
+    queue_churn: Arc<QueueChurn>,
 }
 
 impl Default for Broker {
@@ -70,9 +88,12 @@ impl Broker {
     pub fn new() -> Self {
         let b = Broker {
             vhosts: RwLock::new(HashMap::new()),
+            access: Arc::new(access::Access::in_memory()),
+            fresh: true,
             storage: None,
-            policies: HashMap::new(),
+            queue_churn: Arc::default(),
         };
+        let _ = b.access.add_vhost("/", "Default virtual host", &[]);
         b.add_vhost("/");
         b
     }
@@ -82,29 +103,40 @@ impl Broker {
     ///
     /// # Errors
     /// Unreadable definitions or queue stores.
-    pub fn with_storage(
-        storage: Arc<Storage>,
-        policies: Vec<(String, policy::Policy)>,
-    ) -> Result<Self, StorageError> {
-        let mut by_vhost: HashMap<String, Vec<policy::Policy>> = HashMap::new();
-        for (vhost, p) in policies {
-            by_vhost.entry(vhost).or_default().push(p);
-        }
+    pub fn with_storage(storage: Arc<Storage>) -> Result<Self, StorageError> {
+        let (access, fresh) =
+            access::Access::load(storage.root()).map_err(|reason| StorageError::Corrupt {
+                path: storage.root().join(access::ACCESS_FILE),
+                reason,
+            })?;
         let b = Broker {
             vhosts: RwLock::new(HashMap::new()),
+            access: Arc::new(access),
+            fresh,
             storage: Some(storage.clone()),
-            policies: by_vhost,
+            queue_churn: Arc::default(),
         };
+
         let started = std::time::Instant::now();
         let mut queues = 0;
         let mut messages = 0u64;
         for defs in storage.load()? {
+            if b.access.vhost(&defs.vhost).is_none() {
+                // A data directory from before vhosts had metadata.
+                let _ = b.access.add_vhost(&defs.vhost, "", &[]);
+            }
             let v = b.add_vhost(&defs.vhost);
             let (q, m) = v.restore(&defs)?;
             queues += q;
             messages += m;
         }
-        b.add_vhost("/");
+        // Vhosts created at run time that hold no durable definitions yet.
+        for v in b.access.vhosts() {
+            b.add_vhost(&v.name);
+        }
+        if fresh {
+            b.add_vhost("/");
+        }
         tracing::info!(
             queues,
             messages,
@@ -119,19 +151,157 @@ impl Broker {
         self.storage.as_ref()
     }
 
-    /// Creates a vhost (with the predeclared `amq.*` exchanges) if it does not exist.
+    /// Queues declared, created and deleted since the start.
+    pub fn queue_churn(&self) -> &Arc<QueueChurn> {
+        &self.queue_churn
+    }
+
+    /// Users, permissions and limits.
+    pub fn access(&self) -> &Arc<access::Access> {
+        &self.access
+    }
+
+    /// Whether the data directory had no users and vhosts yet (the server then seeds
+    /// them from its configuration, as RabbitMQ creates its default user and vhost on a
+    /// fresh node).
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
+    }
+
+    /// Creates a vhost: its metadata and its (empty) topology.
+    ///
+    /// # Errors
+    /// It exists, or the name is invalid, or the state cannot be written.
+    pub fn create_vhost(
+        &self,
+        name: &str,
+        description: &str,
+        tags: &[String],
+    ) -> Result<Arc<VHost>, access::AdminError> {
+        self.access.add_vhost(name, description, tags)?;
+        tracing::info!(vhost = %name, "vhost created");
+        Ok(self.add_vhost(name))
+    }
+
+    /// Makes sure a vhost exists (configuration seeding): creates what is missing.
+    ///
+    /// # Errors
+    /// The state cannot be written.
+    pub fn ensure_vhost(
+        &self,
+        name: &str,
+        description: &str,
+    ) -> Result<Arc<VHost>, access::AdminError> {
+        if self.access.vhost(name).is_none() {
+            self.access.add_vhost(name, description, &[])?;
+        }
+        Ok(self.add_vhost(name))
+    }
+
+    /// Deletes a vhost: its queues (with their messages, on disk too), exchanges,
+    /// bindings, permissions and limits. The caller closes its connections.
+    ///
+    /// # Errors
+    /// No such vhost, or the state cannot be written.
+    pub fn delete_vhost(&self, name: &str) -> Result<(), access::AdminError> {
+        let removed = {
+            let mut vhosts = self.vhosts.write().unwrap_or_else(|e| e.into_inner());
+            vhosts.remove(name)
+        };
+        let known = self.access.vhost(name).is_some();
+        if removed.is_none() && !known {
+            return Err(access::AdminError::NoSuchVHost(name.to_string()));
+        }
+        let queues = removed.map_or(0, |v| v.destroy());
+        if let Some(storage) = &self.storage {
+            storage.remove_vhost(name).map_err(|e| {
+                tracing::error!(vhost = %name, error = %e, "cannot remove the vhost's data");
+                access::AdminError::Storage(e.to_string())
+            })?;
+        }
+        if known {
+            self.access.delete_vhost(name)?;
+        }
+        tracing::info!(vhost = %name, queues, "vhost deleted");
+        Ok(())
+    }
+
+    /// Creates a vhost's topology (with the predeclared `amq.*` exchanges) if it does not
+    /// exist; its metadata is [`Broker::create_vhost`]'s business.
     pub fn add_vhost(&self, name: &str) -> Arc<VHost> {
         let mut vhosts = self.vhosts.write().unwrap_or_else(|e| e.into_inner());
         vhosts
             .entry(name.to_string())
             .or_insert_with(|| {
-                let v = VHost::with_storage(name, self.storage.clone());
-                if let Some(p) = self.policies.get(name) {
-                    v.set_policies(p.clone());
-                }
+                let v = VHost::with_storage(
+                    name,
+                    self.storage.clone(),
+                    Some(self.access.clone()),
+                    self.queue_churn.clone(),
+                );
+                let (regular, operator) = self.compiled_policies(name);
+                v.set_policies(regular, operator);
                 v
             })
             .clone()
+    }
+
+    /// A vhost's stored policies and operator policies, compiled.
+    fn compiled_policies(&self, vhost: &str) -> (Vec<policy::Policy>, Vec<policy::Policy>) {
+        let compile = |kind| {
+            self.access
+                .policies(kind, Some(vhost))
+                .iter()
+                .filter_map(|r| policy::Policy::from_record(r, kind).ok())
+                .collect::<Vec<_>>()
+        };
+        (
+            compile(policy::PolicyKind::Regular),
+            compile(policy::PolicyKind::Operator),
+        )
+    }
+
+    /// Re-applies a vhost's policies to its queues and exchanges after a change.
+    pub fn refresh_policies(&self, vhost: &str) {
+        if let Some(v) = self.vhost(vhost) {
+            let (regular, operator) = self.compiled_policies(vhost);
+            v.set_policies(regular, operator);
+        }
+    }
+
+    /// Creates or replaces a policy (or operator policy) and applies it at once to
+    /// matching queues and exchanges: one operation for the management API, the CLI and
+    /// definitions. Returns whether it replaced one.
+    ///
+    /// # Errors
+    /// No such vhost, an invalid policy, or the state cannot be written.
+    pub fn put_policy(
+        &self,
+        kind: policy::PolicyKind,
+        record: policy::PolicyRecord,
+    ) -> Result<bool, access::AdminError> {
+        let vhost = record.vhost.clone();
+        let name = record.name.clone();
+        let existed = self.access.put_policy(kind, record)?;
+        self.refresh_policies(&vhost);
+        tracing::info!(vhost = %vhost, policy = %name, operator = kind == policy::PolicyKind::Operator, "policy set");
+        Ok(existed)
+    }
+
+    /// Deletes a policy (or operator policy); queues fall back to the next match.
+    ///
+    /// # Errors
+    /// No such policy, or the state cannot be written.
+    pub fn delete_policy(
+        &self,
+        kind: policy::PolicyKind,
+        vhost: &str,
+        name: &str,
+    ) -> Result<(), access::AdminError> {
+        self.access.delete_policy(kind, vhost, name)?;
+        self.refresh_policies(vhost);
+        tracing::info!(vhost = %vhost, policy = %name, "policy cleared");
+        Ok(())
     }
 
     /// Looks up a vhost.

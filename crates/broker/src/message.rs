@@ -27,6 +27,37 @@ pub struct Props {
     pub headers: Option<Box<FieldTable>>,
 }
 
+impl Props {
+    /// RabbitMQ's checks of a published message (`rabbit_basic:message/3`): a known
+    /// delivery mode, and `CC`/`BCC` headers that are arrays. The error is RabbitMQ's
+    /// reason term, e.g. `{delivery_mode_unknown,0}` or
+    /// `{unacceptable_type_in_header,"CC",longstr}`, which it quotes in a 406.
+    ///
+    /// # Errors
+    /// The reason term of the first check that fails.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(mode) = self.delivery_mode {
+            if mode != 1 && mode != 2 {
+                return Err(format!("{{delivery_mode_unknown,{mode}}}"));
+            }
+        }
+        if let Some(h) = &self.headers {
+            for name in ["CC", "BCC"] {
+                match h.inner().get(name) {
+                    None | Some(AMQPValue::FieldArray(_)) => {}
+                    Some(other) => {
+                        return Err(format!(
+                            "{{unacceptable_type_in_header,\"{name}\",{}}}",
+                            crate::args::type_name(other)
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A property list read once at publish time: what the engine keeps, plus the fields
 /// the publishing channel checks (borrowed from the raw bytes).
 #[derive(Debug, Default, PartialEq)]

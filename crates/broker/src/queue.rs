@@ -162,6 +162,54 @@ struct State {
     /// holds unacknowledged messages. The next consumer takes over once they are settled
     /// (acked, rejected or requeued), so it starts with requeued messages in order.
     handing_over: Option<Arc<Credit>>,
+    /// Exact message counts since the queue was created (management statistics). They
+    /// change under the queue's lock, which every counted operation holds anyway.
+    stats: QueueStats,
+    /// Effective interpreted arguments: the declared ones merged with the policies that
+    /// apply now (a policy change replaces them at run time).
+    args: QueueArgs,
+}
+
+/// Cumulative counts of a queue's message operations, read by the management API and
+/// Prometheus (RabbitMQ's `message_stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Messages enqueued (`publish`).
+    pub publish: u64,
+    /// Deliveries to consumers that acknowledge (`deliver`).
+    pub deliver: u64,
+    /// Deliveries to no-ack consumers (`deliver_no_ack`).
+    pub deliver_no_ack: u64,
+    /// basic.get with acknowledgement (`get`).
+    pub get: u64,
+    /// basic.get without acknowledgement (`get_no_ack`).
+    pub get_no_ack: u64,
+    /// basic.get on an empty queue (`get_empty`).
+    pub get_empty: u64,
+    /// Deliveries and gets of redelivered messages (`redeliver`).
+    pub redeliver: u64,
+    /// Acknowledged messages (`ack`).
+    pub ack: u64,
+}
+
+impl std::ops::AddAssign for QueueStats {
+    fn add_assign(&mut self, o: QueueStats) {
+        self.publish += o.publish;
+        self.deliver += o.deliver;
+        self.deliver_no_ack += o.deliver_no_ack;
+        self.get += o.get;
+        self.get_no_ack += o.get_no_ack;
+        self.get_empty += o.get_empty;
+        self.redeliver += o.redeliver;
+        self.ack += o.ack;
+    }
+}
+
+impl QueueStats {
+    /// `deliver_get` as RabbitMQ sums it.
+    pub fn deliver_get(&self) -> u64 {
+        self.deliver + self.deliver_no_ack + self.get + self.get_no_ack
+    }
 }
 
 /// How to build a queue.
@@ -198,9 +246,10 @@ pub struct Queue {
     pub auto_delete: bool,
     /// Declared arguments.
     pub arguments: FieldTable,
-    /// Effective interpreted arguments.
-    pub args: QueueArgs,
     vhost_ref: Weak<VHost>,
+    /// Whether the effective arguments set a queue TTL or expiry (read lock-free by the
+    /// periodic tick); kept in step with `State::args`.
+    timed: AtomicBool,
     deleted: AtomicBool,
     /// Set once a message with a per-message TTL was queued, so the periodic tick can
     /// skip queues that never need it without taking their lock.
@@ -209,6 +258,46 @@ pub struct Queue {
     /// tick writes them out (publishes with confirms are written by their sync sooner).
     unflushed: AtomicBool,
     state: Mutex<State>,
+}
+
+/// A consistent view of a queue at one instant.
+#[derive(Debug, Clone, Default)]
+pub struct QueueSnapshot {
+    /// Ready messages.
+    pub ready: u64,
+    /// Body bytes of the ready messages.
+    pub ready_bytes: u64,
+    /// Delivered, unacknowledged messages.
+    pub unacked: u64,
+    /// Consumers.
+    pub consumers: u64,
+    /// Cumulative counts.
+    pub stats: QueueStats,
+    /// When the queue was last used (epoch ms).
+    pub idle_since_ms: u64,
+    /// The tag of an exclusive consumer, if any.
+    pub exclusive_consumer: Option<String>,
+    /// Its consumers.
+    pub consumers_detail: Vec<ConsumerInfo>,
+}
+
+/// A consumer as the management API lists it.
+#[derive(Debug, Clone)]
+pub struct ConsumerInfo {
+    /// Consumer tag.
+    pub tag: String,
+    /// Connection id.
+    pub connection: ConnectionId,
+    /// Channel number.
+    pub channel: u16,
+    /// No acknowledgements.
+    pub no_ack: bool,
+    /// Exclusive consumer.
+    pub exclusive: bool,
+    /// Prefetch count (0 = unlimited).
+    pub prefetch: u32,
+    /// `x-priority`.
+    pub priority: i64,
 }
 
 /// Why removing a consumer might delete the queue.
@@ -260,7 +349,7 @@ impl Queue {
             exclusive_owner: spec.exclusive_owner,
             auto_delete: spec.auto_delete,
             arguments: spec.arguments,
-            args: spec.args,
+            timed: AtomicBool::new(spec.args.expires.is_some() || spec.args.message_ttl.is_some()),
             vhost_ref,
             deleted: AtomicBool::new(false),
             expiring: AtomicBool::new(store.next_expiry().is_some()),
@@ -276,8 +365,35 @@ impl Queue {
                 last_delivery_ms: 0,
                 dead: Vec::new(),
                 handing_over: None,
+                stats: QueueStats::default(),
+                args: spec.args,
             }),
         }
+    }
+
+    /// The effective arguments (declared arguments merged with policies).
+    pub fn args(&self) -> QueueArgs {
+        self.lock().args.clone()
+    }
+
+    /// Replaces the effective arguments after a policy change, as RabbitMQ applies a
+    /// policy to existing queues: a lower length limit drops (or dead-letters) the
+    /// oldest messages at once; a TTL applies to messages published from now on.
+    pub fn set_args(self: &Arc<Self>, args: QueueArgs) {
+        let dead = {
+            let mut st = self.lock();
+            if st.args == args {
+                return;
+            }
+            self.timed.store(
+                args.expires.is_some() || args.message_ttl.is_some(),
+                Ordering::Relaxed,
+            );
+            st.args = args;
+            self.trim_locked(&mut st);
+            std::mem::take(&mut st.dead)
+        };
+        self.route_dead(dead);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -303,8 +419,7 @@ impl Queue {
     /// Whether the queue needs the periodic [`Queue::tick`] (TTL or expiry).
     pub fn has_timers(&self) -> bool {
         self.unflushed.load(Ordering::Relaxed)
-            || self.args.expires.is_some()
-            || self.args.message_ttl.is_some()
+            || self.timed.load(Ordering::Relaxed)
             || self.expiring.load(Ordering::Relaxed)
     }
 
@@ -317,7 +432,7 @@ impl Queue {
     fn discard(&self, st: &mut State, m: QueuedMessage, reason: DeathReason) {
         st.store.settle(&[Settled::from(&m)]);
         self.unflushed.store(true, Ordering::Relaxed);
-        if self.args.dead_letter_exchange.is_some() {
+        if st.args.dead_letter_exchange.is_some() {
             st.dead.push(DeadLetter {
                 message: m.message,
                 reason,
@@ -336,8 +451,8 @@ impl Queue {
     fn over_limit(&self, st: &State, extra_bytes: u64, extra: u64) -> bool {
         let len = st.store.len() as u64 + extra;
         let bytes = st.store.bytes() + extra_bytes;
-        self.args.max_length.is_some_and(|m| len > m)
-            || self.args.max_length_bytes.is_some_and(|m| bytes > m)
+        st.args.max_length.is_some_and(|m| len > m)
+            || st.args.max_length_bytes.is_some_and(|m| bytes > m)
     }
 
     /// Adds a message and delivers what can be delivered.
@@ -355,9 +470,9 @@ impl Queue {
             let mut st = self.lock();
             self.expire_locked(&mut st, now);
             let size = message.body.len() as u64;
-            if self.args.overflow != Overflow::DropHead && self.over_limit(&st, size, 1) {
-                if self.args.overflow == Overflow::RejectPublishDlx
-                    && self.args.dead_letter_exchange.is_some()
+            if st.args.overflow != Overflow::DropHead && self.over_limit(&st, size, 1) {
+                if st.args.overflow == Overflow::RejectPublishDlx
+                    && st.args.dead_letter_exchange.is_some()
                 {
                     st.dead.push(DeadLetter {
                         message,
@@ -375,7 +490,7 @@ impl Queue {
             }
             let seq = st.next_seq;
             st.next_seq += 1;
-            let priority = match self.args.max_priority {
+            let priority = match st.args.max_priority {
                 Some(max) => message.properties.priority.unwrap_or(0).min(max),
                 None => 0,
             };
@@ -383,10 +498,11 @@ impl Queue {
             if per_message.is_some() {
                 self.expiring.store(true, Ordering::Relaxed);
             }
-            let ttl = match (self.args.message_ttl, per_message) {
+            let ttl = match (st.args.message_ttl, per_message) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            st.stats.publish += 1;
             let r = st.store.push(QueuedMessage {
                 seq,
                 message,
@@ -419,7 +535,7 @@ impl Queue {
 
     /// Drop-head: the oldest messages make room (after delivery had its chance).
     fn trim_locked(&self, st: &mut State) {
-        if self.args.overflow != Overflow::DropHead {
+        if st.args.overflow != Overflow::DropHead {
             return;
         }
         while self.over_limit(st, 0, 0) {
@@ -443,7 +559,7 @@ impl Queue {
         if n == 0 {
             return None;
         }
-        if self.args.single_active_consumer {
+        if st.args.single_active_consumer {
             if st.handing_over.as_ref().is_some_and(|c| c.used() > 0) {
                 return None;
             }
@@ -498,7 +614,9 @@ impl Queue {
                 credit: c.credit.clone(),
             };
             let sink = c.sink.clone();
+            st.stats.redeliver += u64::from(delivery.message.redelivered);
             if delivery.no_ack {
+                st.stats.deliver_no_ack += 1;
                 // A persisted message is settled on disk only once the connection has
                 // written it (see `Queue::written`), so a delivery that never leaves the
                 // broker is not lost.
@@ -506,6 +624,7 @@ impl Queue {
                     st.store.settle(&[Settled::from(&delivery.message)]);
                 }
             } else {
+                st.stats.deliver += 1;
                 st.unacked += 1;
                 st.store.delivered(&delivery.message);
                 marked |= delivery.message.loc.is_some();
@@ -531,16 +650,22 @@ impl Queue {
                     self.discard(&mut st, m, DeathReason::Expired);
                     continue;
                 }
+                st.stats.redeliver += u64::from(m.redelivered);
                 if no_ack {
+                    st.stats.get_no_ack += 1;
                     st.store.settle(&[Settled::from(&m)]);
                     self.unflushed.store(true, Ordering::Relaxed);
                 } else {
+                    st.stats.get += 1;
                     st.unacked += 1;
                     st.store.delivered(&m);
                     st.store.flush();
                 }
                 out = Some((m, st.store.len() as u32));
                 break;
+            }
+            if out.is_none() {
+                st.stats.get_empty += 1;
             }
             (out, std::mem::take(&mut st.dead))
         };
@@ -562,6 +687,7 @@ impl Queue {
     pub fn settle(&self, messages: &[Settled]) {
         let mut st = self.lock();
         st.unacked = st.unacked.saturating_sub(messages.len());
+        st.stats.ack += messages.len() as u64;
         if !self.is_deleted() {
             st.store.settle(messages);
             self.unflushed.store(true, Ordering::Relaxed);
@@ -690,7 +816,7 @@ impl Queue {
                     return Removed::NotFound;
                 };
                 let gone = st.consumers.remove(pos);
-                if self.args.single_active_consumer && pos == 0 && gone.credit.used() > 0 {
+                if st.args.single_active_consumer && pos == 0 && gone.credit.used() > 0 {
                     st.handing_over = Some(gone.credit);
                 }
                 st.last_used_ms = now_ms();
@@ -719,7 +845,7 @@ impl Queue {
             if self.unflushed.swap(false, Ordering::Relaxed) {
                 st.store.write_buffered();
             }
-            let expired = self.args.expires.is_some_and(|ttl| {
+            let expired = st.args.expires.is_some_and(|ttl| {
                 st.consumers.is_empty() && now.saturating_sub(st.last_used_ms) >= ttl
             });
             (expired, std::mem::take(&mut st.dead))
@@ -732,6 +858,38 @@ impl Queue {
     pub fn flush(&self) {
         self.unflushed.store(false, Ordering::Relaxed);
         self.lock().store.write_buffered();
+    }
+
+    /// Everything the management API shows about the queue's contents, read at once
+    /// under its lock: `(ready, unacknowledged, consumers, stats)`.
+    pub fn snapshot(&self) -> QueueSnapshot {
+        let st = self.lock();
+        QueueSnapshot {
+            ready: st.store.len() as u64,
+            ready_bytes: st.store.bytes(),
+            unacked: st.unacked as u64,
+            consumers: st.consumers.len() as u64,
+            stats: st.stats,
+            idle_since_ms: st.last_used_ms.max(st.last_delivery_ms),
+            exclusive_consumer: st
+                .consumers
+                .iter()
+                .find(|c| c.exclusive)
+                .map(|c| c.tag.to_string()),
+            consumers_detail: st
+                .consumers
+                .iter()
+                .map(|c| ConsumerInfo {
+                    tag: c.tag.to_string(),
+                    connection: c.connection,
+                    channel: c.channel,
+                    no_ack: c.no_ack,
+                    exclusive: c.exclusive,
+                    prefetch: c.credit.limit(),
+                    priority: c.priority,
+                })
+                .collect(),
+        }
     }
 
     /// Ready messages.

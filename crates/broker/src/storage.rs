@@ -260,6 +260,22 @@ impl Storage {
         SegmentStore::open(&dir, self.config.segment, levels)
     }
 
+    /// The data directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Removes everything stored for a vhost (its definitions and queue stores).
+    ///
+    /// # Errors
+    /// I/O errors other than the directory being absent.
+    pub fn remove_vhost(&self, vhost: &str) -> io::Result<()> {
+        match fs::remove_dir_all(self.vhost_dir(vhost)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Writes a vhost's definitions atomically and durably.
     ///
     /// # Errors
@@ -302,7 +318,7 @@ impl Storage {
 }
 
 /// Writes `path` via a temporary file, fsync and rename, then syncs the directory.
-fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = File::create(&tmp)?;

@@ -7,6 +7,7 @@
 //! except to read counts.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use amq_protocol::types::FieldTable;
@@ -81,6 +82,55 @@ impl<'a> Seen<'a> {
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
+/// An exchange as the management views list it.
+#[derive(Debug, Clone)]
+pub struct ExchangeInfo {
+    /// Name ("" for the default exchange).
+    pub name: String,
+    /// Type.
+    pub kind: ExchangeKind,
+    /// Durable.
+    pub durable: bool,
+    /// Auto-delete.
+    pub auto_delete: bool,
+    /// Internal.
+    pub internal: bool,
+    /// Arguments.
+    pub arguments: FieldTable,
+}
+
+/// A binding as the management views list it.
+#[derive(Debug, Clone)]
+pub struct BindingInfo {
+    /// Source exchange ("" for the default exchange).
+    pub source: String,
+    /// Destination queue or exchange.
+    pub destination: Destination,
+    /// Routing (binding) key.
+    pub routing_key: String,
+    /// Arguments.
+    pub arguments: FieldTable,
+}
+
+/// Whether a topology change touched the durable definitions (see [`VHost::change`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Only transient objects changed: nothing to write.
+    Transient,
+    /// A durable exchange, queue or binding changed: rewrite the definitions.
+    Durable,
+}
+
+impl Durability {
+    fn of(durable: bool) -> Self {
+        if durable {
+            Durability::Durable
+        } else {
+            Durability::Transient
+        }
+    }
+}
+
 /// A virtual host.
 #[derive(Debug)]
 pub struct VHost {
@@ -94,8 +144,18 @@ pub struct VHost {
     save_lock: Mutex<()>,
     /// Itself, for the queues it creates (they route dead letters through it).
     me: Weak<VHost>,
-    /// Operator policies from the configuration.
+    /// Policies of the vhost (`set_policy`).
     policies: RwLock<Vec<crate::policy::Policy>>,
+    /// Operator policies of the vhost (`set_operator_policy`).
+    operator_policies: RwLock<Vec<crate::policy::Policy>>,
+    /// Users, permissions and limits (for `max-queues`); `None` in a bare vhost.
+    access: Option<Arc<crate::access::Access>>,
+    /// Set when the vhost is deleted: no further topology change is accepted.
+    deleted: std::sync::atomic::AtomicBool,
+    /// The node's queue churn counters.
+    churn: Arc<crate::QueueChurn>,
+    /// The firehose is on (`rabbitmqctl trace_on`).
+    tracing: std::sync::atomic::AtomicBool,
 }
 
 /// The exchanges every vhost starts with.
@@ -106,21 +166,38 @@ pub const PREDECLARED: &[(&str, ExchangeKind)] = &[
     ("amq.topic", ExchangeKind::Topic),
     ("amq.headers", ExchangeKind::Headers),
     ("amq.match", ExchangeKind::Headers),
+    (TRACE_EXCHANGE, ExchangeKind::Topic),
 ];
+
+/// RabbitMQ's firehose exchange (internal): copies of published and delivered messages
+/// while tracing is on (`rabbitmqctl trace_on`).
+pub const TRACE_EXCHANGE: &str = "amq.rabbitmq.trace";
 
 impl VHost {
     /// An in-memory vhost with the predeclared exchanges.
     pub fn new(name: &str) -> Arc<Self> {
-        Self::with_storage(name, None)
+        Self::with_storage(name, None, None, Arc::default())
     }
 
-    /// A vhost whose durable entities are kept in `storage`.
-    pub fn with_storage(name: &str, storage: Option<Arc<Storage>>) -> Arc<Self> {
+    /// A vhost whose durable entities are kept in `storage`, with its limits in `access`.
+    pub fn with_storage(
+        name: &str,
+        storage: Option<Arc<Storage>>,
+        access: Option<Arc<crate::access::Access>>,
+        churn: Arc<crate::QueueChurn>,
+    ) -> Arc<Self> {
         let mut t = Topology::default();
         for (x, kind) in PREDECLARED {
             t.exchanges.insert(
                 (*x).to_string(),
-                Exchange::new(x, *kind, true, false, false, FieldTable::default()),
+                Exchange::new(
+                    x,
+                    *kind,
+                    true,
+                    false,
+                    *x == TRACE_EXCHANGE,
+                    FieldTable::default(),
+                ),
             );
         }
         Arc::new_cyclic(|me| VHost {
@@ -129,27 +206,66 @@ impl VHost {
             storage,
             save_lock: Mutex::new(()),
             me: me.clone(),
+            access,
+            deleted: std::sync::atomic::AtomicBool::new(false),
             policies: RwLock::new(Vec::new()),
+            operator_policies: RwLock::new(Vec::new()),
+            churn,
+            tracing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
-    /// Replaces the vhost's policies. They apply to queues declared (or recovered)
-    /// afterwards and to exchanges at once.
-    pub fn set_policies(&self, policies: Vec<crate::policy::Policy>) {
+    /// Replaces the vhost's policies and operator policies and applies them at once to
+    /// existing queues (exchanges read theirs when routing), as RabbitMQ does.
+    pub fn set_policies(
+        &self,
+        policies: Vec<crate::policy::Policy>,
+        operator: Vec<crate::policy::Policy>,
+    ) {
         *self.policies.write().unwrap_or_else(|e| e.into_inner()) = policies;
+        *self
+            .operator_policies
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = operator;
+        for q in self.queues() {
+            let declared = QueueArgs::parse(&q.arguments).unwrap_or_default();
+            q.set_args(self.effective_args(&q.name, &q.arguments, declared));
+        }
     }
 
-    /// A queue's effective arguments: declared arguments merged with its policy.
+    /// A queue's effective arguments: declared arguments merged with its policy, then
+    /// with its operator policy (the lower limit wins).
     fn effective_args(&self, name: &str, arguments: &FieldTable, args: QueueArgs) -> QueueArgs {
-        let policies = self.policies.read().unwrap_or_else(|e| e.into_inner());
-        match crate::policy::matching(&policies, name, true) {
-            Some(p) => crate::policy::apply_to_queue(
-                args,
-                arguments.contains_key("x-overflow"),
-                &p.definition,
-            ),
+        let declared_overflow = arguments.contains_key("x-overflow");
+        let args = match self.queue_policy(name) {
+            Some(p) => crate::policy::apply_to_queue(args, declared_overflow, &p.definition),
+            None => args,
+        };
+        match self.queue_operator_policy(name) {
+            Some(p) => crate::policy::apply_to_queue(args, declared_overflow, &p.definition),
             None => args,
         }
+    }
+
+    /// The policy that applies to a queue, if any.
+    pub fn queue_policy(&self, name: &str) -> Option<crate::policy::Policy> {
+        let policies = self.policies.read().unwrap_or_else(|e| e.into_inner());
+        crate::policy::matching(&policies, name, true).cloned()
+    }
+
+    /// The operator policy that applies to a queue, if any.
+    pub fn queue_operator_policy(&self, name: &str) -> Option<crate::policy::Policy> {
+        let policies = self
+            .operator_policies
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        crate::policy::matching(&policies, name, true).cloned()
+    }
+
+    /// The policy that applies to an exchange, if any.
+    pub fn exchange_policy(&self, name: &str) -> Option<crate::policy::Policy> {
+        let policies = self.policies.read().unwrap_or_else(|e| e.into_inner());
+        crate::policy::matching(&policies, name, false).cloned()
     }
 
     /// An exchange's alternate exchange: its argument, else its policy's.
@@ -160,6 +276,38 @@ impl VHost {
         let policies = self.policies.read().unwrap_or_else(|e| e.into_inner());
         crate::policy::matching(&policies, &x.name, false)
             .and_then(|p| p.definition.alternate_exchange.clone())
+    }
+
+    /// Turns the firehose on or off (`rabbitmqctl trace_on` / `trace_off`).
+    pub fn set_tracing(&self, on: bool) {
+        self.tracing.store(on, Relaxed);
+        tracing::info!(vhost = %self.name, on, "message tracing (firehose) switched");
+    }
+
+    /// Whether the firehose is on: one relaxed load per publish and delivery.
+    pub fn is_tracing(&self) -> bool {
+        self.tracing.load(Relaxed)
+    }
+
+    /// Whether the vhost was deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Deletes every queue (with its stored messages) and refuses further changes; the
+    /// broker then forgets the vhost. Returns how many queues were deleted.
+    pub(crate) fn destroy(&self) -> usize {
+        let queues: Vec<Arc<Queue>> = {
+            let mut t = self.write();
+            self.deleted
+                .store(true, std::sync::atomic::Ordering::Release);
+            t.exchanges.clear();
+            t.queues.drain().map(|(_, q)| q).collect()
+        };
+        for q in &queues {
+            q.delete();
+        }
+        queues.len()
     }
 
     /// Writes the durable definitions. Must not be called with the topology lock held.
@@ -303,8 +451,36 @@ impl VHost {
         self.topology.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The topology for writing. Changes to exchanges, queues and bindings go through
+    /// [`VHost::change`], which decides whether the durable definitions are rewritten.
     fn write(&self) -> RwLockWriteGuard<'_, Topology> {
         self.topology.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs one change of the topology under the write lock. `f` returns its result and
+    /// whether it touched a durable definition (a durable exchange or queue, or a
+    /// binding between durable ones); if it did, the definitions file is rewritten (after
+    /// the lock is released) before this returns, so a `declare-ok` or `bind-ok` sent
+    /// afterwards survives `kill -9`. Every operation that changes exchanges, queues or
+    /// bindings goes through here: none can forget to persist.
+    ///
+    /// # Errors
+    /// `f`'s error, or the definitions could not be written.
+    fn change<R>(
+        &self,
+        f: impl FnOnce(&mut Topology) -> Result<(R, Durability), Error>,
+    ) -> Result<R, Error> {
+        let (result, durability) = {
+            let mut t = self.write();
+            if self.is_deleted() {
+                return Err(Error::Storage(format!("vhost '{}' is deleted", self.name)));
+            }
+            f(&mut t)?
+        };
+        if durability == Durability::Durable {
+            self.persist()?;
+        }
+        Ok(result)
     }
 
     fn queue_not_found(&self, name: &str) -> Error {
@@ -365,59 +541,60 @@ impl VHost {
                 )));
             }
         }
-        let mut t = self.write();
-        if let Some(x) = t.exchanges.get(&o.name) {
-            let inequivalent = |arg: &str, received: String, current: String| {
-                Error::Inequivalent(Box::new(Inequivalent {
+        self.change(|t| {
+            if let Some(x) = t.exchanges.get(&o.name) {
+                let inequivalent = |arg: &str, received: String, current: String| {
+                    Error::Inequivalent(Box::new(Inequivalent {
+                        kind: "exchange",
+                        name: o.name.clone(),
+                        vhost: self.name.clone(),
+                        arg: arg.to_string(),
+                        received,
+                        current,
+                    }))
+                };
+                if x.kind != kind {
+                    return Err(inequivalent(
+                        "type",
+                        format!("'{}'", kind.as_str()),
+                        format!("'{}'", x.kind.as_str()),
+                    ));
+                }
+                for (arg, r, c) in [
+                    ("durable", o.durable, x.durable),
+                    ("auto_delete", o.auto_delete, x.auto_delete),
+                    ("internal", o.internal, x.internal),
+                ] {
+                    if r != c {
+                        return Err(inequivalent(arg, format!("'{r}'"), format!("'{c}'")));
+                    }
+                }
+                if let Some((arg, r, c)) =
+                    first_difference(EXCHANGE_EQUIVALENCE_KEYS, &o.arguments, &x.arguments)
+                {
+                    return Err(inequivalent(arg, r, c));
+                }
+                return Ok(((), Durability::Transient));
+            }
+            if o.name.starts_with("amq.") {
+                return Err(Error::ReservedName {
                     kind: "exchange",
                     name: o.name.clone(),
-                    vhost: self.name.clone(),
-                    arg: arg.to_string(),
-                    received,
-                    current,
-                }))
-            };
-            if x.kind != kind {
-                return Err(inequivalent(
-                    "type",
-                    format!("'{}'", kind.as_str()),
-                    format!("'{}'", x.kind.as_str()),
-                ));
+                });
             }
-            for (arg, r, c) in [
-                ("durable", o.durable, x.durable),
-                ("auto_delete", o.auto_delete, x.auto_delete),
-                ("internal", o.internal, x.internal),
-            ] {
-                if r != c {
-                    return Err(inequivalent(arg, format!("'{r}'"), format!("'{c}'")));
-                }
-            }
-            if let Some((arg, r, c)) =
-                first_difference(EXCHANGE_EQUIVALENCE_KEYS, &o.arguments, &x.arguments)
-            {
-                return Err(inequivalent(arg, r, c));
-            }
-            return Ok(());
-        }
-        if o.name.starts_with("amq.") {
-            return Err(Error::ReservedName {
-                kind: "exchange",
-                name: o.name.clone(),
-            });
-        }
-        t.exchanges.insert(
-            o.name.clone(),
-            Exchange::new(
-                &o.name,
-                kind,
-                o.durable,
-                o.auto_delete,
-                o.internal,
-                o.arguments.clone(),
-            ),
-        );
-        Ok(())
+            t.exchanges.insert(
+                o.name.clone(),
+                Exchange::new(
+                    &o.name,
+                    kind,
+                    o.durable,
+                    o.auto_delete,
+                    o.internal,
+                    o.arguments.clone(),
+                ),
+            );
+            Ok(((), Durability::of(o.durable)))
+        })
     }
 
     /// `exchange.delete`. Deleting a missing exchange succeeds, as on RabbitMQ.
@@ -434,25 +611,97 @@ impl VHost {
                 exchange: name.to_string(),
             });
         }
-        let mut t = self.write();
-        let Some(x) = t.exchanges.get(name) else {
-            return Ok(());
-        };
-        if if_unused && x.binding_count() > 0 {
-            return Err(Error::InUse {
-                kind: "exchange",
-                name: name.to_string(),
-                vhost: self.name.clone(),
+        self.change(|t| {
+            let Some(x) = t.exchanges.get(name) else {
+                return Ok(((), Durability::Transient));
+            };
+            if if_unused && x.binding_count() > 0 {
+                return Err(Error::InUse {
+                    kind: "exchange",
+                    name: name.to_string(),
+                    vhost: self.name.clone(),
+                });
+            }
+            let durable = x.durable;
+            t.exchanges.remove(name);
+            let removed = Self::remove_destination(t, &Destination::Exchange(name.to_string()));
+            Ok(((), Durability::of(durable || removed > 0)))
+        })
+    }
+
+    /// Every queue (not the direct reply-to pseudo-queues), by name.
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        let mut v: Vec<Arc<Queue>> = self.read().queues.values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Every exchange (the default exchange included, named ""), by name.
+    pub fn exchanges(&self) -> Vec<ExchangeInfo> {
+        let t = self.read();
+        let mut v: Vec<ExchangeInfo> = t
+            .exchanges
+            .values()
+            .map(|x| ExchangeInfo {
+                name: x.name.clone(),
+                kind: x.kind,
+                durable: x.durable,
+                auto_delete: x.auto_delete,
+                internal: x.internal,
+                arguments: x.arguments.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// One exchange.
+    pub fn exchange(&self, name: &str) -> Option<ExchangeInfo> {
+        self.exchanges().into_iter().find(|x| x.name == name)
+    }
+
+    /// Every binding: the default exchange's implicit one to each queue first (as
+    /// RabbitMQ lists them), then the explicit ones by source.
+    pub fn bindings(&self) -> Vec<BindingInfo> {
+        let t = self.read();
+        let mut out: Vec<BindingInfo> = Vec::new();
+        let mut queues: Vec<&String> = t.queues.keys().collect();
+        queues.sort();
+        for q in queues {
+            out.push(BindingInfo {
+                source: String::new(),
+                destination: Destination::Queue(q.clone()),
+                routing_key: q.clone(),
+                arguments: FieldTable::default(),
             });
         }
-        let durable = x.durable;
-        t.exchanges.remove(name);
-        let removed = Self::remove_destination(&mut t, &Destination::Exchange(name.to_string()));
-        drop(t);
-        if durable || removed > 0 {
-            self.persist()?;
-        }
-        Ok(())
+        let mut explicit: Vec<BindingInfo> = t
+            .exchanges
+            .values()
+            .filter(|x| !x.name.is_empty())
+            .flat_map(|x| {
+                x.bindings().map(|(key, dest, args)| BindingInfo {
+                    source: x.name.clone(),
+                    destination: dest.clone(),
+                    routing_key: key.to_string(),
+                    arguments: args.clone(),
+                })
+            })
+            .collect();
+        explicit.sort_by(|a, b| {
+            (&a.source, a.destination.name(), &a.routing_key).cmp(&(
+                &b.source,
+                b.destination.name(),
+                &b.routing_key,
+            ))
+        });
+        out.extend(explicit);
+        out
+    }
+
+    /// An exchange's type, if it exists.
+    pub fn exchange_kind(&self, name: &str) -> Option<ExchangeKind> {
+        self.read().exchanges.get(name).map(|x| x.kind)
     }
 
     /// Whether an exchange exists.
@@ -489,6 +738,23 @@ impl VHost {
         o: QueueOptions,
         connection: ConnectionId,
     ) -> Result<(Arc<Queue>, u32, u32), Error> {
+        self.declare_queue_checked(o, connection, &|_, _| Ok(()))
+    }
+
+    /// `queue.declare` with the caller's permission checks, run where RabbitMQ runs
+    /// them: `authorize(name, false)` once the (possibly server-generated) name is known,
+    /// and `authorize(name, true)` when the queue does not exist and is about to be
+    /// created (after the vhost's queue limit), for the checks that apply to new queues
+    /// only (the dead-letter exchange's).
+    ///
+    /// # Errors
+    /// As [`VHost::declare_queue`], and `authorize`'s.
+    pub fn declare_queue_checked(
+        &self,
+        o: QueueOptions,
+        connection: ConnectionId,
+        authorize: &dyn Fn(&str, bool) -> Result<(), Error>,
+    ) -> Result<(Arc<Queue>, u32, u32), Error> {
         if o.passive {
             let q = self.queue(&o.name, connection)?;
             // RabbitMQ: a passive declare renews an x-expires lease too.
@@ -505,15 +771,90 @@ impl VHost {
                     name: o.name,
                 });
             }
-            o.name
+            o.name.clone()
         };
+        authorize(&name, false)?;
         // RabbitMQ (errata §30): durable + exclusive is an exclusive transient queue.
         let durable = o.durable && !o.exclusive;
         let owner = o.exclusive.then_some(connection);
-        let mut t = self.write();
-        if let Some(q) = t.queues.get(&name) {
-            let q = q.clone();
-            drop(t);
+        let created = self.change(|t| {
+            if let Some(q) = t.queues.get(&name) {
+                return Ok((Err(q.clone()), Durability::Transient));
+            }
+            if let Some(limit) = self.access.as_ref().and_then(|a| a.max_queues(&self.name)) {
+                if t.queues.len() as u64 >= limit {
+                    return Err(Error::QueueLimit {
+                        queue: name.clone(),
+                        vhost: self.name.clone(),
+                        limit,
+                    });
+                }
+            }
+            authorize(&name, true)?;
+            let q = self.new_queue(&o, &name, durable, owner)?;
+            t.queues.insert(name.clone(), q.clone());
+            Ok((Ok(q), Durability::of(durable)))
+        })?;
+        let declared = match created {
+            Ok(q) => {
+                self.churn.created.fetch_add(1, Relaxed);
+                Ok((q, 0, 0))
+            }
+            Err(existing) => self.redeclare_queue(&o, existing, &name, durable, owner, connection),
+        };
+        if declared.is_ok() {
+            self.churn.declared.fetch_add(1, Relaxed);
+        }
+        declared
+    }
+
+    /// A new queue (not yet in the topology) with its store.
+    fn new_queue(
+        &self,
+        o: &QueueOptions,
+        name: &str,
+        durable: bool,
+        owner: Option<ConnectionId>,
+    ) -> Result<Arc<Queue>, Error> {
+        let args = QueueArgs::parse_for_declare(&o.arguments, durable)
+            .map_err(|e| Error::InvalidArg(e.message(name, &self.name)))?;
+        let args = self.effective_args(name, &o.arguments, args);
+        let levels = args.levels();
+        let spec = QueueSpec {
+            vhost: self.name.clone(),
+            name: name.to_string(),
+            durable,
+            exclusive_owner: owner,
+            auto_delete: o.auto_delete,
+            arguments: o.arguments.clone(),
+            args,
+        };
+        let store: Box<dyn QueueStore> = match (&self.storage, durable) {
+            (Some(storage), true) => Box::new(
+                storage
+                    .fresh_queue_store(&self.name, name, levels)
+                    .map_err(|e| {
+                        tracing::error!(queue = %name, error = %e, "cannot create queue store");
+                        Error::Storage(e.to_string())
+                    })?,
+            ),
+            _ => Box::new(MemoryStore::new(levels)),
+        };
+        Ok(Arc::new(Queue::with_store(spec, store, self.me.clone())))
+    }
+
+    /// `queue.declare` of a queue that exists: the equivalence checks.
+    fn redeclare_queue(
+        &self,
+        o: &QueueOptions,
+        q: Arc<Queue>,
+        name: &str,
+        durable: bool,
+        owner: Option<ConnectionId>,
+        connection: ConnectionId,
+    ) -> Result<(Arc<Queue>, u32, u32), Error> {
+        {
+            let name = name.to_string();
             self.check_exclusive(&q, connection)?;
             if q.exclusive_owner != owner {
                 return Err(Error::ExclusiveLocked {
@@ -546,39 +887,8 @@ impl VHost {
             }
             q.touch();
             let (m, c) = (q.message_count(), q.consumer_count());
-            return Ok((q, m, c));
+            Ok((q, m, c))
         }
-        let args = QueueArgs::parse_for_declare(&o.arguments, durable)
-            .map_err(|e| Error::InvalidArg(e.message(&name, &self.name)))?;
-        let args = self.effective_args(&name, &o.arguments, args);
-        let levels = args.levels();
-        let spec = QueueSpec {
-            vhost: self.name.clone(),
-            name: name.clone(),
-            durable,
-            exclusive_owner: owner,
-            auto_delete: o.auto_delete,
-            arguments: o.arguments,
-            args,
-        };
-        let store: Box<dyn QueueStore> = match (&self.storage, durable) {
-            (Some(storage), true) => Box::new(
-                storage
-                    .fresh_queue_store(&self.name, &name, levels)
-                    .map_err(|e| {
-                        tracing::error!(queue = %name, error = %e, "cannot create queue store");
-                        Error::Storage(e.to_string())
-                    })?,
-            ),
-            _ => Box::new(MemoryStore::new(levels)),
-        };
-        let q = Arc::new(Queue::with_store(spec, store, self.me.clone()));
-        t.queues.insert(name, q.clone());
-        drop(t);
-        if durable {
-            self.persist()?;
-        }
-        Ok((q, 0, 0))
     }
 
     /// Looks up a queue the connection may use.
@@ -630,19 +940,20 @@ impl VHost {
 
     /// Removes a queue and its bindings, cancels its consumers. Returns its message count.
     pub fn remove_queue(&self, q: &Arc<Queue>) -> u32 {
-        let removed = {
-            let mut t = self.write();
+        let removed = self.change(|t| {
             match t.queues.get(&q.name) {
                 Some(current) if Arc::ptr_eq(current, q) => {
                     t.queues.remove(&q.name);
+                    self.churn.deleted.fetch_add(1, Relaxed);
                 }
-                _ => return 0,
+                _ => return Ok((false, Durability::Transient)),
             }
-            Self::remove_destination(&mut t, &Destination::Queue(q.name.clone()))
-        };
-        if q.durable || removed > 0 {
-            // The queue is gone either way; a failed write is logged by persist.
-            let _ = self.persist();
+            let unbound = Self::remove_destination(t, &Destination::Queue(q.name.clone()));
+            Ok((true, Durability::of(q.durable || unbound > 0)))
+        });
+        // A failed definitions write is logged by persist; the queue is gone either way.
+        if let Ok(false) = removed {
+            return 0;
         }
         tracing::info!(vhost = %self.name, queue = %q.name, "queue deleted");
         q.delete()
@@ -714,28 +1025,25 @@ impl VHost {
             return Err(Error::DefaultExchange);
         }
         let q = self.queue(queue, connection)?;
-        let mut t = self.write();
-        if !t.queues.get(queue).is_some_and(|cur| Arc::ptr_eq(cur, &q)) {
-            return Err(self.queue_not_found(queue));
-        }
-        let x = t
-            .exchanges
-            .get_mut(exchange)
-            .ok_or_else(|| self.exchange_not_found(exchange))?;
-        self.check_binding_args(x, args)?;
-        let added = x.bind(Destination::Queue(queue.to_string()), key, args.clone());
-        let durable = x.durable && q.durable;
-        drop(t);
-        if added && durable {
-            self.persist()?;
-        }
-        Ok(())
+        self.change(|t| {
+            if !t.queues.get(queue).is_some_and(|cur| Arc::ptr_eq(cur, &q)) {
+                return Err(self.queue_not_found(queue));
+            }
+            let x = t
+                .exchanges
+                .get_mut(exchange)
+                .ok_or_else(|| self.exchange_not_found(exchange))?;
+            self.check_binding_args(x, args)?;
+            let added = x.bind(Destination::Queue(queue.to_string()), key, args.clone());
+            Ok(((), Durability::of(added && x.durable && q.durable)))
+        })
     }
 
-    /// `queue.unbind`. Unbinding a binding that does not exist succeeds.
+    /// `queue.unbind`. As on RabbitMQ 3.10 it is idempotent: a binding, queue or
+    /// exchange that does not exist is not an error.
     ///
     /// # Errors
-    /// Default exchange (403), missing queue or exchange (404), exclusive lock (405).
+    /// Default exchange (403), exclusive lock (405).
     pub fn unbind_queue(
         &self,
         queue: &str,
@@ -747,25 +1055,25 @@ impl VHost {
         if exchange.is_empty() {
             return Err(Error::DefaultExchange);
         }
-        let q = self.queue(queue, connection)?;
-        let mut t = self.write();
-        let x = t
-            .exchanges
-            .get_mut(exchange)
-            .ok_or_else(|| self.exchange_not_found(exchange))?;
-        let removed = x.unbind(&Destination::Queue(queue.to_string()), key, args);
-        let durable = removed && x.durable && q.durable;
-        let mut deleted = 0;
-        if removed && x.auto_delete && x.binding_count() == 0 {
-            let name = x.name.clone();
-            t.exchanges.remove(&name);
-            deleted = 1 + Self::remove_destination(&mut t, &Destination::Exchange(name));
-        }
-        drop(t);
-        if durable || deleted > 0 {
-            self.persist()?;
-        }
-        Ok(())
+        let q = match self.queue(queue, connection) {
+            Ok(q) => q,
+            Err(Error::QueueNotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.change(|t| {
+            let Some(x) = t.exchanges.get_mut(exchange) else {
+                return Ok(((), Durability::Transient));
+            };
+            let removed = x.unbind(&Destination::Queue(queue.to_string()), key, args);
+            let durable = removed && x.durable && q.durable;
+            let mut deleted = 0;
+            if removed && x.auto_delete && x.binding_count() == 0 {
+                let name = x.name.clone();
+                t.exchanges.remove(&name);
+                deleted = 1 + Self::remove_destination(t, &Destination::Exchange(name));
+            }
+            Ok(((), Durability::of(durable || deleted > 0)))
+        })
     }
 
     /// `exchange.bind`: route from `source` to `destination` as well.
@@ -782,27 +1090,29 @@ impl VHost {
         if destination.is_empty() || source.is_empty() {
             return Err(Error::DefaultExchange);
         }
-        let mut t = self.write();
-        if !t.exchanges.contains_key(destination) {
-            return Err(self.exchange_not_found(destination));
-        }
-        let x = t
-            .exchanges
-            .get_mut(source)
-            .ok_or_else(|| self.exchange_not_found(source))?;
-        self.check_binding_args(x, args)?;
-        x.bind(
-            Destination::Exchange(destination.to_string()),
-            key,
-            args.clone(),
-        );
-        Ok(())
+        self.change(|t| {
+            let Some(dest_durable) = t.exchanges.get(destination).map(|d| d.durable) else {
+                return Err(self.exchange_not_found(destination));
+            };
+            let x = t
+                .exchanges
+                .get_mut(source)
+                .ok_or_else(|| self.exchange_not_found(source))?;
+            self.check_binding_args(x, args)?;
+            let added = x.bind(
+                Destination::Exchange(destination.to_string()),
+                key,
+                args.clone(),
+            );
+            Ok(((), Durability::of(added && x.durable && dest_durable)))
+        })
     }
 
-    /// `exchange.unbind`.
+    /// `exchange.unbind`. Idempotent, as on RabbitMQ 3.10: a missing source,
+    /// destination or binding is not an error.
     ///
     /// # Errors
-    /// Default exchange (403), missing exchange (404).
+    /// Default exchange (403).
     pub fn unbind_exchange(
         &self,
         destination: &str,
@@ -813,25 +1123,20 @@ impl VHost {
         if destination.is_empty() || source.is_empty() {
             return Err(Error::DefaultExchange);
         }
-        let mut t = self.write();
-        // RabbitMQ: unbinding from a missing destination (or a missing binding) succeeds.
-        let x = t
-            .exchanges
-            .get_mut(source)
-            .ok_or_else(|| self.exchange_not_found(source))?;
-        let removed = x.unbind(&Destination::Exchange(destination.to_string()), key, args);
-        let mut changed = removed && x.durable;
-        if removed && x.auto_delete && x.binding_count() == 0 {
-            let name = x.name.clone();
-            t.exchanges.remove(&name);
-            Self::remove_destination(&mut t, &Destination::Exchange(name));
-            changed = true;
-        }
-        drop(t);
-        if changed {
-            self.persist()?;
-        }
-        Ok(())
+        self.change(|t| {
+            let Some(x) = t.exchanges.get_mut(source) else {
+                return Ok(((), Durability::Transient));
+            };
+            let removed = x.unbind(&Destination::Exchange(destination.to_string()), key, args);
+            let mut changed = removed && x.durable;
+            if removed && x.auto_delete && x.binding_count() == 0 {
+                let name = x.name.clone();
+                t.exchanges.remove(&name);
+                Self::remove_destination(t, &Destination::Exchange(name));
+                changed = true;
+            }
+            Ok(((), Durability::of(changed)))
+        })
     }
 
     // ----- routing -----
@@ -998,7 +1303,8 @@ impl VHost {
     /// no lock held. A missing dead-letter exchange drops them, as RabbitMQ does; a
     /// target that would close a cycle without a rejection is skipped.
     pub fn dead_letter(&self, from: &Arc<Queue>, dead: Vec<DeadLetter>) {
-        let Some(dlx) = from.args.dead_letter_exchange.as_deref() else {
+        let args = from.args();
+        let Some(dlx) = args.dead_letter_exchange.as_deref() else {
             return;
         };
         let now_secs = crate::queue::now_ms() / 1000;
@@ -1008,7 +1314,7 @@ impl VHost {
                 &from.name,
                 d.reason,
                 dlx,
-                from.args.dead_letter_routing_key.as_deref(),
+                args.dead_letter_routing_key.as_deref(),
                 now_secs,
             );
             let msg = Arc::new(msg);

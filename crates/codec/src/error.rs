@@ -135,6 +135,9 @@ pub struct AmqpError {
     pub class_id: u16,
     /// Method id of the method that failed (0 when none).
     pub method_id: u16,
+    /// RabbitMQ closes the socket without a `connection.close` for this error (an
+    /// unknown method, a failed SASL or tune negotiation): so do we.
+    pub close_socket: bool,
 }
 
 impl AmqpError {
@@ -147,7 +150,15 @@ impl AmqpError {
             text,
             class_id: 0,
             method_id: 0,
+            close_socket: false,
         }
+    }
+
+    /// Marks the error as one RabbitMQ answers by closing the socket, without a
+    /// `connection.close` frame.
+    pub fn silently(mut self) -> Self {
+        self.close_socket = true;
+        self
     }
 
     /// Records the method that caused the error, unless one is recorded already.
@@ -201,6 +212,36 @@ impl AmqpError {
     }
 }
 
+/// Renders bytes as Erlang's `~p` prints a binary, as RabbitMQ's reply texts quote
+/// frame payloads: `<<"abc">>` when every byte is printable Latin-1, else
+/// `<<0,60,1>>`.
+pub fn erlang_binary(bytes: &[u8]) -> String {
+    // io_lib:printable_latin1_list: 32..=126, 160..=255 and \b \t \n \v \f \r \e.
+    let printable = |b: u8| matches!(b, 32..=126 | 160..=255 | 8..=13 | 27);
+    if !bytes.is_empty() && bytes.iter().all(|b| printable(*b)) {
+        let mut s = String::from("<<\"");
+        for &b in bytes {
+            match b {
+                b'"' => s.push_str("\\\""),
+                b'\\' => s.push_str("\\\\"),
+                8 => s.push_str("\\b"),
+                9 => s.push_str("\\t"),
+                10 => s.push_str("\\n"),
+                11 => s.push_str("\\v"),
+                12 => s.push_str("\\f"),
+                13 => s.push_str("\\r"),
+                27 => s.push_str("\\e"),
+                other => s.push(char::from(other)),
+            }
+        }
+        s.push_str("\">>");
+        s
+    } else {
+        let items: Vec<String> = bytes.iter().map(u8::to_string).collect();
+        format!("<<{}>>", items.join(","))
+    }
+}
+
 /// Cuts `s` to at most `max` bytes without splitting a UTF-8 character.
 pub fn truncate_on_char_boundary(s: &mut String, max: usize) {
     if s.len() > max {
@@ -225,6 +266,14 @@ mod tests {
         let long = AmqpError::precondition_failed("é".repeat(300));
         assert!(long.text.len() <= 255);
         assert!(long.text.is_char_boundary(long.text.len()));
+    }
+
+    #[test]
+    fn binaries_render_as_erlang_prints_them() {
+        assert_eq!(erlang_binary(b"abc"), "<<\"abc\">>");
+        assert_eq!(erlang_binary(b""), "<<>>");
+        assert_eq!(erlang_binary(&[0, 60, 0]), "<<0,60,0>>");
+        assert_eq!(erlang_binary(b"a\"b\n"), "<<\"a\\\"b\\n\">>");
     }
 
     #[test]

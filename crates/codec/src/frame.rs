@@ -8,7 +8,7 @@
 use amq_protocol::protocol::{basic, parse_class, AMQPClass};
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::error::AmqpError;
+use crate::error::{erlang_binary, AmqpError};
 use crate::methods;
 
 /// The protocol header a 0-9-1 client sends first.
@@ -141,6 +141,24 @@ impl FrameDecoder {
         buf.advance(7);
         let payload = buf.split_to(size as usize).freeze();
         buf.advance(1);
+        // RabbitMQ (rabbit_reader): a heartbeat carries no payload, and content frames
+        // and heartbeats have their own channels; its texts quote the payload.
+        let octets = || erlang_binary(&payload);
+        match (frame_type, channel) {
+            (FRAME_HEARTBEAT, _) if !payload.is_empty() => {
+                return Err(AmqpError::frame_error(format!(
+                    "type {frame_type}, all octets = {}: unknown_frame",
+                    octets()
+                )))
+            }
+            (FRAME_HEARTBEAT, 1..) | (FRAME_HEADER | FRAME_BODY, 0) => {
+                return Err(AmqpError::unexpected_frame(format!(
+                    "type {frame_type}, all octets = {}",
+                    octets()
+                )))
+            }
+            _ => {}
+        }
         match frame_type {
             FRAME_METHOD => decode_method(channel, &payload).map(Some),
             FRAME_HEADER => decode_header(channel, payload).map(Some),
@@ -157,10 +175,12 @@ fn decode_method(channel: u16, payload: &[u8]) -> Result<Frame, AmqpError> {
     let class_id = u16::from_be_bytes([payload[0], payload[1]]);
     let method_id = u16::from_be_bytes([payload[2], payload[3]]);
     if !methods::is_known(class_id, method_id) {
+        // RabbitMQ closes the socket without a connection.close here.
         return Err(AmqpError::command_invalid(format!(
             "unknown method (class {class_id}, method {method_id})"
         ))
-        .with_method(class_id, method_id));
+        .with_method(class_id, method_id)
+        .silently());
     }
     // amq-protocol drops basic.qos prefetch-size on parse; RabbitMQ refuses a non-zero
     // value with 540, so read it from the raw arguments here.

@@ -22,6 +22,7 @@ pub mod assembler;
 pub mod encode;
 pub mod error;
 pub mod frame;
+pub mod json;
 pub mod methods;
 
 pub use amq_protocol::protocol;

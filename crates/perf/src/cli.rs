@@ -18,6 +18,10 @@ pub struct Cli {
     /// Broker URI.
     #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     pub uri: String,
+    /// For an `amqps://` URI: a PEM CA bundle the broker's certificate is verified
+    /// against (instead of the public web roots).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Publishing connections (one channel each).
     #[arg(long, short = 'x', default_value_t = 1)]
     pub producers: usize,

@@ -101,9 +101,24 @@ async fn step<T>(
         .map_err(PerfError::amqp(what))
 }
 
-async fn connect(uri: &str, name: &str) -> Result<Connection, PerfError> {
+async fn connect(cli: &Cli, name: &str) -> Result<Connection, PerfError> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    step(&format!("connect {name}"), Connection::connect(uri, props)).await
+    let what = format!("connect {name}");
+    let Some(ca) = &cli.tls_ca else {
+        return step(&what, Connection::connect(&cli.uri, props)).await;
+    };
+    let pem = std::fs::read_to_string(ca)
+        .map_err(|e| PerfError::Options(format!("--tls-ca {}: {e}", ca.display())))?;
+    let tls = lapin::tcp::OwnedTLSConfig {
+        identity: None,
+        cert_chain: Some(pem),
+    };
+    let runtime = lapin::runtime::default_runtime().map_err(PerfError::amqp(&what))?;
+    step(
+        &what,
+        Connection::connect_with_config(&cli.uri, props, tls, runtime),
+    )
+    .await
 }
 
 /// The names the run declares.
@@ -233,7 +248,7 @@ struct Plan {
 pub async fn run(cli: &Cli) -> Result<ThroughputReport, PerfError> {
     let topo = Topology::new(cli);
     let rss_start = cli.broker_pid.and_then(|p| procfs::rss_bytes(p).ok());
-    let setup = connect(&cli.uri, "warren-perf setup").await?;
+    let setup = connect(cli, "warren-perf setup").await?;
     let setup_ch = step("channel.open", setup.create_channel()).await?;
     topo.declare(&setup_ch, cli.durable).await?;
 
@@ -443,7 +458,7 @@ async fn connect_lapin(cli: &Cli, topo: &Topology) -> Result<Clients, PerfError>
     let mut consumers = Vec::with_capacity(cli.consumers);
     for j in 0..cli.consumers {
         let queue = topo.queues[j % topo.queues.len()].clone();
-        let conn = connect(&cli.uri, &format!("warren-perf consumer {j}")).await?;
+        let conn = connect(cli, &format!("warren-perf consumer {j}")).await?;
         let ch = step("channel.open", conn.create_channel()).await?;
         if cli.prefetch > 0 {
             step(
@@ -470,7 +485,7 @@ async fn connect_lapin(cli: &Cli, topo: &Topology) -> Result<Clients, PerfError>
     }
     let mut producers = Vec::with_capacity(cli.producers);
     for i in 0..cli.producers {
-        let conn = connect(&cli.uri, &format!("warren-perf producer {i}")).await?;
+        let conn = connect(cli, &format!("warren-perf producer {i}")).await?;
         let ch = step("channel.open", conn.create_channel()).await?;
         if cli.confirm.is_some() {
             step(

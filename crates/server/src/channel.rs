@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use warren_broker::access::{ChannelSlot, Grant, Resource};
 use warren_broker::store::SyncFile;
 
 use bytes::{Bytes, BytesMut};
@@ -16,7 +17,8 @@ use warren_broker::message::{decode_properties, scan_properties};
 use warren_broker::store::{Persister, Settled};
 use warren_broker::vhost::REPLY_TO;
 use warren_broker::{
-    Consumer, Credit, Delivery, ExchangeOptions, Message, Queue, QueueOptions, QueuedMessage, VHost,
+    Consumer, Credit, Delivery, ExchangeKind, ExchangeOptions, Message, Queue, QueueOptions,
+    QueuedMessage, VHost,
 };
 use warren_codec::protocol::{access, basic, channel, confirm, exchange, queue, tx, AMQPClass};
 use warren_codec::types::ShortString;
@@ -45,6 +47,12 @@ pub struct Ctx {
     /// A queue published to that asked for flow control
     /// ([`warren_broker::queue::Published::pressure`]): the connection pauses reading.
     pub flow: std::cell::RefCell<Option<Arc<Queue>>>,
+    /// The user's permissions in this vhost, taken at connection.open.
+    pub grant: Arc<Grant>,
+    /// Users and limits (channel limits).
+    pub access: Arc<warren_broker::access::Access>,
+    /// The node's name, for the firehose's `node` header.
+    pub node: Arc<str>,
 }
 
 /// A delivered message awaiting ack.
@@ -149,6 +157,13 @@ pub struct Channel {
     /// Durable queues that settled messages in the current batch of frames: their marks
     /// are written once, before the connection answers anything after the acks.
     to_flush: Vec<Arc<Queue>>,
+    /// Counts the channel against its user's `max-channels` until it is dropped.
+    _slot: ChannelSlot,
+    /// Counts the channel's close in the node's churn counters when dropped.
+    _churn: crate::stats::ChannelGuard,
+    /// Message counts for the management API (plain fields: only this connection's
+    /// task touches them).
+    counters: crate::stats::ChannelCounters,
 }
 
 fn short(s: &str) -> ShortString {
@@ -169,7 +184,12 @@ fn method_frame(out: &mut BytesMut, ch: u16, m: AMQPClass) {
 
 impl Channel {
     /// An open channel.
-    pub fn new(id: u16, max_message_bytes: u64) -> Self {
+    pub fn new(
+        id: u16,
+        max_message_bytes: u64,
+        slot: ChannelSlot,
+        churn: crate::stats::ChannelGuard,
+    ) -> Self {
         Channel {
             id,
             closing: false,
@@ -183,6 +203,43 @@ impl Channel {
             last_queue: None,
             reply_queue: None,
             to_flush: Vec::new(),
+            _slot: slot,
+            _churn: churn,
+            counters: crate::stats::ChannelCounters::default(),
+        }
+    }
+
+    /// The channel's state and counts, for the management API.
+    pub fn report(&self) -> crate::stats::ChannelReport {
+        let mut counters = self.counters;
+        let (unconfirmed, uncommitted, acks_uncommitted) = match &self.mode {
+            Mode::Plain => (0, 0, 0),
+            Mode::Confirm(c) => {
+                counters.confirm = c.confirmed;
+                (c.last_seq - c.confirmed, 0, 0)
+            }
+            Mode::Tx(t) => (
+                0,
+                t.publishes.len() as u64,
+                t.settles
+                    .iter()
+                    .filter(|(how, _)| matches!(how, Settle::Ack))
+                    .map(|(_, v)| v.len() as u64)
+                    .sum(),
+            ),
+        };
+        crate::stats::ChannelReport {
+            number: self.id,
+            consumers: self.consumers.len() as u64,
+            unacked: self.unacked.len() as u64,
+            unconfirmed,
+            uncommitted,
+            acks_uncommitted,
+            prefetch: self.consumer_prefetch,
+            global_prefetch: self.channel_credit.limit(),
+            confirm: matches!(self.mode, Mode::Confirm(_)),
+            transactional: matches!(self.mode, Mode::Tx(_)),
+            counters,
         }
     }
 
@@ -256,6 +313,14 @@ impl Channel {
                 Ok(())
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Declare(d)) => {
+                if !d.passive {
+                    check_exchange_declare(
+                        ctx,
+                        d.exchange.as_str(),
+                        d.kind.as_str(),
+                        &d.arguments,
+                    )?;
+                }
                 vhost
                     .declare_exchange(&ExchangeOptions {
                         name: d.exchange.to_string(),
@@ -276,6 +341,14 @@ impl Channel {
                 Ok(())
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Delete(d)) => {
+                let name = d.exchange.as_str();
+                // RabbitMQ: the default and amq.* exchanges are refused before the
+                // permission check (the engine answers those).
+                if !name.is_empty() && !name.starts_with("amq.") {
+                    ctx.grant
+                        .check_configure(Resource::Exchange, name)
+                        .map_err(amqp)?;
+                }
                 vhost
                     .delete_exchange(d.exchange.as_str(), d.if_unused)
                     .map_err(amqp)?;
@@ -288,6 +361,13 @@ impl Channel {
                 Ok(())
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Bind(b)) => {
+                check_bind(
+                    ctx,
+                    Resource::Exchange,
+                    b.destination.as_str(),
+                    b.source.as_str(),
+                    b.routing_key.as_str(),
+                )?;
                 vhost
                     .bind_exchange(
                         b.destination.as_str(),
@@ -305,6 +385,13 @@ impl Channel {
                 Ok(())
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Unbind(b)) => {
+                check_bind(
+                    ctx,
+                    Resource::Exchange,
+                    b.destination.as_str(),
+                    b.source.as_str(),
+                    b.routing_key.as_str(),
+                )?;
                 vhost
                     .unbind_exchange(
                         b.destination.as_str(),
@@ -343,8 +430,12 @@ impl Channel {
                 } else {
                     d.queue.to_string()
                 };
+                let dlx = warren_broker::args::string_arg(&d.arguments, "x-dead-letter-exchange");
+                let authorize = |queue: &str, new: bool| {
+                    ctx.grant.check_queue_declare(queue, new, dlx.as_deref())
+                };
                 let (q, messages, consumers) = vhost
-                    .declare_queue(
+                    .declare_queue_checked(
                         QueueOptions {
                             name,
                             passive: d.passive,
@@ -354,6 +445,7 @@ impl Channel {
                             arguments: d.arguments,
                         },
                         ctx.id,
+                        &authorize,
                     )
                     .map_err(amqp)?;
                 if !d.passive {
@@ -374,6 +466,13 @@ impl Channel {
             }
             AMQPClass::Queue(queue::AMQPMethod::Bind(b)) => {
                 let name = self.queue_name(b.queue.as_str())?;
+                check_bind(
+                    ctx,
+                    Resource::Queue,
+                    &name,
+                    b.exchange.as_str(),
+                    b.routing_key.as_str(),
+                )?;
                 vhost
                     .bind_queue(
                         &name,
@@ -393,6 +492,13 @@ impl Channel {
             }
             AMQPClass::Queue(queue::AMQPMethod::Unbind(b)) => {
                 let name = self.queue_name(b.queue.as_str())?;
+                check_bind(
+                    ctx,
+                    Resource::Queue,
+                    &name,
+                    b.exchange.as_str(),
+                    b.routing_key.as_str(),
+                )?;
                 vhost
                     .unbind_queue(
                         &name,
@@ -411,6 +517,7 @@ impl Channel {
             }
             AMQPClass::Queue(queue::AMQPMethod::Purge(p)) => {
                 let name = self.queue_name(p.queue.as_str())?;
+                ctx.grant.check_read(Resource::Queue, &name).map_err(amqp)?;
                 let n = vhost.purge_queue(&name, ctx.id).map_err(amqp)?;
                 reply_unless_nowait(
                     out,
@@ -424,6 +531,9 @@ impl Channel {
             }
             AMQPClass::Queue(queue::AMQPMethod::Delete(d)) => {
                 let name = self.queue_name(d.queue.as_str())?;
+                ctx.grant
+                    .check_configure(Resource::Queue, &name)
+                    .map_err(amqp)?;
                 let n = vhost
                     .delete_queue(&name, d.if_unused, d.if_empty, ctx.id)
                     .map_err(amqp)?;
@@ -506,14 +616,35 @@ impl Channel {
             }
             basic::AMQPMethod::Get(g) => {
                 let name = self.queue_name(g.queue.as_str())?;
+                ctx.grant.check_read(Resource::Queue, &name).map_err(amqp)?;
                 let q = ctx.vhost.queue(&name, ctx.id).map_err(amqp)?;
                 match q.get(g.no_ack) {
-                    None => method_frame(
-                        out,
-                        ch,
-                        AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
-                    ),
+                    None => {
+                        self.counters.get_empty += 1;
+                        method_frame(
+                            out,
+                            ch,
+                            AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+                        )
+                    }
                     Some((m, remaining)) => {
+                        if g.no_ack {
+                            self.counters.get_no_ack += 1;
+                        } else {
+                            self.counters.get += 1;
+                        }
+                        if m.redelivered {
+                            self.counters.redeliver += 1;
+                        }
+                        if ctx.vhost.is_tracing() {
+                            crate::trace::delivered(
+                                &ctx.vhost,
+                                &ctx.node,
+                                &q.name,
+                                &m.message,
+                                m.redelivered,
+                            );
+                        }
                         let tag = self.next_tag;
                         self.next_tag += 1;
                         encode::get_ok(
@@ -623,7 +754,9 @@ impl Channel {
         let name = if reply {
             String::new()
         } else {
-            self.queue_name(c.queue.as_str())?
+            let name = self.queue_name(c.queue.as_str())?;
+            ctx.grant.check_read(Resource::Queue, &name).map_err(amqp)?;
+            name
         };
         let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
             warren_broker::names::consumer_tag().into()
@@ -737,6 +870,7 @@ impl Channel {
             }
             match how {
                 Settle::Ack => {
+                    self.counters.ack += msgs.len() as u64;
                     let settled: Vec<Settled> = msgs.iter().map(Settled::from).collect();
                     q.settle(&settled);
                     q.dispatch();
@@ -807,19 +941,34 @@ impl Channel {
             return Err(AmqpError::not_implemented("immediate=true"));
         }
         let exchange = p.exchange.as_str();
+        // RabbitMQ: write permission on the exchange comes before its lookup (403 before
+        // 404), topic permission after it.
+        ctx.grant
+            .check_write(Resource::Exchange, exchange)
+            .map_err(amqp)?;
+        if ctx.grant.has_topic_permissions()
+            && ctx.vhost.exchange_kind(exchange) == Some(ExchangeKind::Topic)
+        {
+            ctx.grant
+                .check_topic_write(exchange, p.routing_key.as_str())
+                .map_err(amqp)?;
+        }
         let scanned = scan_properties(&raw_properties)
             .ok_or_else(|| AmqpError::frame_error("cannot decode content header properties"))?;
         // RabbitMQ checks the exchange (404/403) before user_id and expiration (406).
         // Routing checks it again anyway, so look it up here only when a property check
         // could fail first, or when a transaction defers routing to the commit.
+        let invalid = scanned.props.check().err();
         if matches!(self.mode, Mode::Tx(_))
             || scanned.user_id.is_some()
             || scanned.props.expiration.is_some()
+            || invalid.is_some()
         {
             ctx.vhost.check_publish(exchange).map_err(amqp)?;
         }
         if let Some(uid) = scanned.user_id {
-            if uid != ctx.user {
+            // RabbitMQ: users tagged `impersonator` may publish as anyone.
+            if uid != ctx.user && !ctx.grant.impersonator {
                 return Err(AmqpError::precondition_failed(format!(
                     "user_id property set to '{uid}' but authenticated user was '{}'",
                     ctx.user
@@ -828,6 +977,11 @@ impl Channel {
         }
         if let Some(exp) = scanned.props.expiration.as_deref() {
             check_expiration(exp)?;
+        }
+        if let Some(reason) = invalid {
+            return Err(AmqpError::precondition_failed(format!(
+                "invalid message: {reason}"
+            )));
         }
         let direct_reply = scanned.reply_to == Some(REPLY_TO);
         let properties = scanned.props;
@@ -870,13 +1024,17 @@ impl Channel {
                 Ok(())
             }
             Mode::Confirm(c) => {
-                c.last_seq += 1;
-                let seq = c.last_seq;
+                let seq = c.last_seq + 1;
                 let mut files = std::mem::take(&mut c.files);
                 let stored = self.route_and_store(ctx, out, pending, &mut files);
                 if let Mode::Confirm(c) = &mut self.mode {
                     c.files = files;
-                    if stored?.nack() {
+                    // Only a message the broker took responsibility for gets a sequence
+                    // number that a confirm can cover: a publish refused here (404,
+                    // 403) is answered by channel.close alone, as on RabbitMQ.
+                    let stored = stored?;
+                    c.last_seq = seq;
+                    if stored.nack() {
                         c.failed.push(seq);
                     }
                 }
@@ -901,9 +1059,16 @@ impl Channel {
             .vhost
             .route(&p.message.exchange, &p.message.routing_key, &p.message)
             .map_err(amqp)?;
+        self.counters.publish += 1;
+        if ctx.vhost.is_tracing() {
+            crate::trace::published(&ctx.vhost, &ctx.node, &p.message);
+        }
         if queues.is_empty() {
             if p.mandatory {
+                self.counters.return_unroutable += 1;
                 self.return_no_route(ctx, out, &p.message);
+            } else {
+                self.counters.drop_unroutable += 1;
             }
             return Ok(Stored::default());
         }
@@ -1071,20 +1236,35 @@ impl Channel {
                     },
                 );
                 let mut files = Vec::new();
-                let mut ok = true;
+                let mut failure = None;
                 let mut rejected = false;
                 for p in txn.publishes {
-                    let stored = self.route_and_store(ctx, out, p, &mut files)?;
-                    ok &= !stored.failed;
-                    rejected |= stored.rejected;
+                    match self.route_and_store(ctx, out, p, &mut files) {
+                        Ok(stored) if stored.failed => {
+                            failure = Some(AmqpError::internal_error(
+                                "cannot write a persistent message to disk",
+                            ));
+                            break;
+                        }
+                        Ok(stored) => rejected |= stored.rejected,
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                }
+                if let Some(e) = failure {
+                    // The commit failed: its acks and rejects are not applied. The
+                    // messages stay unacknowledged on this channel, which the error
+                    // closes, and closing requeues them: none is left neither settled
+                    // nor back in its queue.
+                    for (_, taken) in txn.settles {
+                        self.unacked.extend(taken);
+                    }
+                    return Err(e);
                 }
                 for (how, taken) in txn.settles {
                     self.apply_settle(how, taken);
-                }
-                if !ok {
-                    return Err(AmqpError::internal_error(
-                        "cannot write a persistent message to disk",
-                    ));
                 }
                 if rejected {
                     // A queue refused a message (x-overflow reject-publish).
@@ -1149,6 +1329,24 @@ impl Channel {
             }
             return_delivery(d);
             return;
+        }
+        if d.no_ack {
+            self.counters.deliver_no_ack += 1;
+        } else {
+            self.counters.deliver += 1;
+        }
+        if d.message.redelivered {
+            self.counters.redeliver += 1;
+        }
+        if ctx.vhost.is_tracing() {
+            let m = &d.message;
+            crate::trace::delivered(
+                &ctx.vhost,
+                &ctx.node,
+                &d.queue.name,
+                &m.message,
+                m.redelivered,
+            );
         }
         let tag = self.next_tag;
         self.next_tag += 1;
@@ -1234,6 +1432,56 @@ impl Channel {
             })),
         );
     }
+}
+
+/// RabbitMQ's checks for a non-passive exchange.declare: configure on the exchange; for
+/// a new exchange with an alternate exchange also read on it and write on the AE. An
+/// unknown type and the default exchange are refused first (by the engine).
+fn check_exchange_declare(
+    ctx: &Ctx,
+    name: &str,
+    kind: &str,
+    args: &warren_codec::types::FieldTable,
+) -> Result<(), AmqpError> {
+    if name.is_empty() || ExchangeKind::parse(kind).is_none() {
+        return Ok(());
+    }
+    ctx.grant
+        .check_configure(Resource::Exchange, name)
+        .map_err(amqp)?;
+    if !ctx.vhost.has_exchange(name) && !name.starts_with("amq.") {
+        if let Some(ae) = warren_broker::args::string_arg(args, "alternate-exchange") {
+            ctx.grant
+                .check_read(Resource::Exchange, name)
+                .map_err(amqp)?;
+            ctx.grant
+                .check_write(Resource::Exchange, &ae)
+                .map_err(amqp)?;
+        }
+    }
+    Ok(())
+}
+
+/// RabbitMQ's checks for queue.bind/unbind and exchange.bind/unbind, in its order: write
+/// on the destination, neither end the default exchange, read on the source, and topic
+/// read permission on the routing key when the source is a topic exchange.
+fn check_bind(
+    ctx: &Ctx,
+    dest_kind: Resource,
+    destination: &str,
+    source: &str,
+    key: &str,
+) -> Result<(), AmqpError> {
+    let g = &ctx.grant;
+    // RabbitMQ refuses the default exchange after the destination's write check.
+    g.check_write(dest_kind, destination).map_err(amqp)?;
+    if source.is_empty() || (dest_kind == Resource::Exchange && destination.is_empty()) {
+        return Err(amqp(warren_broker::Error::DefaultExchange));
+    }
+    let topic =
+        g.has_topic_permissions() && ctx.vhost.exchange_kind(source) == Some(ExchangeKind::Topic);
+    g.check_bind(dest_kind, destination, source, key, topic)
+        .map_err(amqp)
 }
 
 fn encode_properties(p: &basic::AMQPProperties) -> Option<Bytes> {

@@ -32,6 +32,227 @@ pub struct Config {
     pub storage: Storage,
     /// Policies (RabbitMQ's `set_policy`), applied to matching queues and exchanges.
     pub policies: Vec<warren_broker::policy::PolicyConfig>,
+    /// What the broker calls itself in `connection.start`.
+    pub identity: Identity,
+    /// The management HTTP API.
+    pub management: Management,
+    /// The Prometheus metrics endpoint.
+    pub prometheus: Prometheus,
+    /// The AMQPS (TLS) listener.
+    pub tls: Tls,
+    /// A RabbitMQ definitions file (JSON, as `rabbitmqctl export_definitions` writes it)
+    /// imported at every start: users, vhosts, permissions, topic permissions, limits
+    /// (RabbitMQ's `load_definitions`).
+    pub load_definitions: Option<PathBuf>,
+}
+
+/// The management HTTP API (RabbitMQ's management plugin).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Management {
+    /// Serve it at all.
+    pub enabled: bool,
+    /// Listener (RabbitMQ: port 15672, all interfaces).
+    pub listen: SocketAddr,
+    /// Window over which `*_details.rate` values are computed, milliseconds (RabbitMQ
+    /// samples every 5000 ms; Warren's counts are exact and its rates at most this old).
+    pub rate_interval_ms: u64,
+    /// HTTPS listener for the same API with the `[tls]` certificate (RabbitMQ's
+    /// `management.ssl.port`, 15671); off when unset.
+    pub tls_listen: Option<SocketAddr>,
+}
+
+impl Default for Management {
+    fn default() -> Self {
+        Management {
+            enabled: true,
+            listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 15672)),
+            rate_interval_ms: 1000,
+            tls_listen: None,
+        }
+    }
+}
+
+/// The Prometheus endpoint (RabbitMQ's `rabbitmq_prometheus` plugin).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Prometheus {
+    /// Serve it at all.
+    pub enabled: bool,
+    /// Listener (RabbitMQ: port 15692).
+    pub listen: SocketAddr,
+}
+
+impl Default for Prometheus {
+    fn default() -> Self {
+        Prometheus {
+            enabled: true,
+            listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 15692)),
+        }
+    }
+}
+
+/// The AMQPS listener (RabbitMQ's `listeners.ssl` and `ssl_options`). It runs when a
+/// certificate and a key are set, beside the plain listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// Listener (RabbitMQ: 5671).
+    pub listen: SocketAddr,
+    /// PEM certificate chain, the server's certificate first (`ssl_options.certfile`).
+    pub cert: Option<PathBuf>,
+    /// PEM private key (`ssl_options.keyfile`).
+    pub key: Option<PathBuf>,
+    /// PEM CA bundle that client certificates are checked against
+    /// (`ssl_options.cacertfile`).
+    pub ca: Option<PathBuf>,
+    /// `none`: no client certificate asked for; `peer`: asked for and verified
+    /// (`ssl_options.verify = verify_none | verify_peer`).
+    pub verify: TlsVerify,
+    /// With `verify = "peer"`, refuse clients that send no certificate
+    /// (`ssl_options.fail_if_no_peer_cert`).
+    pub fail_if_no_peer_cert: bool,
+}
+
+impl Tls {
+    /// Whether the TLS listener is configured.
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some() && self.key.is_some()
+    }
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 5671)),
+            cert: None,
+            key: None,
+            ca: None,
+            verify: TlsVerify::None,
+            fail_if_no_peer_cert: false,
+        }
+    }
+}
+
+/// Client certificate verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsVerify {
+    /// No client certificate is requested.
+    #[default]
+    None,
+    /// A client certificate is requested and must chain to the CA bundle.
+    Peer,
+}
+
+/// Where SASL EXTERNAL takes the user name from (RabbitMQ's `ssl_cert_login_from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CertLoginFrom {
+    /// The subject's full distinguished name, RFC 4514 form (`CN=app,O=corp`).
+    #[default]
+    DistinguishedName,
+    /// The subject's common name.
+    CommonName,
+}
+
+/// Which product the broker reports in `connection.start`'s server properties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Product {
+    /// "Warren", with Warren's own version.
+    #[default]
+    Warren,
+    /// RabbitMQ's product, version, platform and information strings, for clients and
+    /// test suites that branch on them (amqplib's asserts `product == "RabbitMQ"`,
+    /// kombu picks its QoS semantics from it).
+    Rabbitmq,
+}
+
+/// The server properties sent in `connection.start`. Empty strings take the value of
+/// the chosen `report_as` product.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Identity {
+    /// `warren` (default) or `rabbitmq`.
+    pub report_as: Product,
+    /// `product` property.
+    pub product: String,
+    /// `version` property.
+    pub version: String,
+    /// `platform` property.
+    pub platform: String,
+    /// `information` property.
+    pub information: String,
+    /// `copyright` property.
+    pub copyright: String,
+    /// `cluster_name` property.
+    pub cluster_name: String,
+}
+
+/// The RabbitMQ release Warren reports under `report_as = "rabbitmq"`.
+pub const RABBITMQ_VERSION: &str = "3.13.7";
+
+impl Identity {
+    /// The effective strings: `(product, version, platform, information, copyright,
+    /// cluster_name)`, overrides applied over the chosen product's defaults.
+    pub fn resolved(&self) -> ResolvedIdentity {
+        let host = hostname();
+        let base = match self.report_as {
+            Product::Warren => ResolvedIdentity {
+                product: "Warren".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                platform: "Rust".into(),
+                information: "Licensed under MIT or Apache-2.0".into(),
+                copyright: "Copyright (c) the Warren authors".into(),
+                cluster_name: format!("warren@{host}"),
+            },
+            Product::Rabbitmq => ResolvedIdentity {
+                product: "RabbitMQ".into(),
+                version: RABBITMQ_VERSION.into(),
+                platform: "Erlang/OTP 26.2.5".into(),
+                information: "Licensed under the MPL 2.0. Website: https://rabbitmq.com".into(),
+                copyright: "Copyright (c) 2007-2024 Broadcom Inc and/or its subsidiaries".into(),
+                cluster_name: format!("rabbit@{host}"),
+            },
+        };
+        let pick = |o: &str, d: String| if o.is_empty() { d } else { o.to_string() };
+        ResolvedIdentity {
+            product: pick(&self.product, base.product),
+            version: pick(&self.version, base.version),
+            platform: pick(&self.platform, base.platform),
+            information: pick(&self.information, base.information),
+            copyright: pick(&self.copyright, base.copyright),
+            cluster_name: pick(&self.cluster_name, base.cluster_name),
+        }
+    }
+}
+
+/// Server property strings after defaults and overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedIdentity {
+    /// `product`.
+    pub product: String,
+    /// `version`.
+    pub version: String,
+    /// `platform`.
+    pub platform: String,
+    /// `information`.
+    pub information: String,
+    /// `copyright`.
+    pub copyright: String,
+    /// `cluster_name`.
+    pub cluster_name: String,
+}
+
+/// The machine's short host name (as in RabbitMQ's `rabbit@HOST` node names).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().split('.').next().unwrap_or("").to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Durable storage settings.
@@ -100,7 +321,8 @@ impl Resources {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: SocketAddr::from(([0, 0, 0, 0], 5672)),
+            // Dual-stack, as RabbitMQ's default listener: IPv6 and IPv4 clients.
+            listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 5672)),
             data_dir: PathBuf::from("./data"),
             log_level: "info".into(),
             limits: Limits::default(),
@@ -109,6 +331,11 @@ impl Default for Config {
             resources: Resources::default(),
             storage: Storage::default(),
             policies: Vec::new(),
+            identity: Identity::default(),
+            management: Management::default(),
+            prometheus: Prometheus::default(),
+            tls: Tls::default(),
+            load_definitions: None,
         }
     }
 }
@@ -144,14 +371,28 @@ impl Default for Limits {
     }
 }
 
-/// Users.
+/// Users and SASL.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Auth {
-    /// Known users.
+    /// Users created on a fresh data directory (as RabbitMQ creates its default user on
+    /// a fresh node), each with full permissions on every vhost of `vhosts`. Later
+    /// changes are made at run time (and kept in the data directory).
     pub users: Vec<User>,
     /// Users that may only connect from a loopback address (RabbitMQ's `loopback_users`).
     pub loopback_users: Vec<String>,
+    /// Enables SASL ANONYMOUS, which logs in as this user (RabbitMQ 4's
+    /// `anonymous_login_user`). Off when absent.
+    pub anonymous_login_user: Option<String>,
+    /// The password ANONYMOUS logs in with (RabbitMQ 4's `anonymous_login_pass`).
+    pub anonymous_login_pass: Option<String>,
+    /// SASL mechanisms offered (RabbitMQ's `auth_mechanisms`): `PLAIN`, `AMQPLAIN`,
+    /// `EXTERNAL` (offered only on TLS connections that sent a client certificate).
+    /// ANONYMOUS is offered when `anonymous_login_user` is set.
+    pub mechanisms: Vec<String>,
+    /// Where EXTERNAL takes the user name from: `distinguished_name` (default) or
+    /// `common_name` (RabbitMQ's `ssl_cert_login_from`).
+    pub ssl_cert_login_from: CertLoginFrom,
 }
 
 impl Default for Auth {
@@ -159,21 +400,39 @@ impl Default for Auth {
         Auth {
             users: vec![User {
                 name: "guest".into(),
-                password: "guest".into(),
+                password: Some("guest".into()),
+                password_hash: None,
+                hashing_algorithm: warren_broker::access::HashingAlgorithm::Sha256,
+                tags: vec!["administrator".into()],
             }],
             loopback_users: vec!["guest".into()],
+            anonymous_login_user: None,
+            anonymous_login_pass: None,
+            mechanisms: vec!["PLAIN".into(), "AMQPLAIN".into()],
+            ssl_cert_login_from: CertLoginFrom::DistinguishedName,
         }
     }
 }
 
-/// A user with a password.
+/// A user seeded from the configuration: a password in clear (hashed at load) or a
+/// RabbitMQ password hash.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// User name.
     pub name: String,
-    /// Password, in clear.
-    pub password: String,
+    /// Password, in clear; hashed when the user is created.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A RabbitMQ password hash (base64 of salt and digest), instead of `password`.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// How `password_hash` was made (`rabbit_password_hashing_sha256` by default).
+    #[serde(default)]
+    pub hashing_algorithm: warren_broker::access::HashingAlgorithm,
+    /// Tags, e.g. `["administrator"]`.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// Why a configuration could not be loaded.
@@ -259,6 +518,43 @@ impl Config {
         for p in &self.policies {
             warren_broker::policy::Policy::compile(p).map_err(ConfigError::Invalid)?;
         }
+        for u in &self.auth.users {
+            match (&u.password, &u.password_hash) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "auth.users '{}': give password or password_hash, not both",
+                        u.name
+                    )))
+                }
+                (None, Some(h)) => warren_broker::access::validate_hash(u.hashing_algorithm, h)
+                    .map_err(|why| {
+                        ConfigError::Invalid(format!("auth.users '{}': {why}", u.name))
+                    })?,
+                _ => {}
+            }
+        }
+        for m in &self.auth.mechanisms {
+            if !["PLAIN", "AMQPLAIN", "EXTERNAL", "ANONYMOUS"].contains(&m.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.mechanisms: unknown mechanism '{m}' (PLAIN, AMQPLAIN, EXTERNAL, ANONYMOUS)"
+                )));
+            }
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError::Invalid(
+                "tls: give both cert and key, or neither".into(),
+            ));
+        }
+        if self.management.tls_listen.is_some() && !self.tls.enabled() {
+            return Err(ConfigError::Invalid(
+                "management.tls_listen needs the [tls] cert and key".into(),
+            ));
+        }
+        if self.tls.verify == TlsVerify::Peer && self.tls.ca.is_none() {
+            return Err(ConfigError::Invalid(
+                "tls.verify = \"peer\" needs tls.ca (the CA bundle client certificates are checked against)".into(),
+            ));
+        }
         if self.limits.max_connections == 0 {
             return Err(ConfigError::Invalid(
                 "limits.max_connections must be at least 1".into(),
@@ -304,5 +600,23 @@ mod tests {
         assert!(Config::from_toml("[limits]\nframe_max_bytes = 100", Path::new("x")).is_err());
         let c = Config::from_toml("listen = \"127.0.0.1:5673\"", Path::new("x")).unwrap();
         assert_eq!(c.listen.port(), 5673);
+    }
+
+    #[test]
+    fn identity_reports_warren_by_default_and_rabbitmq_on_request() {
+        let d = Config::default().identity.resolved();
+        assert_eq!(d.product, "Warren");
+        let c = Config::from_toml("[identity]\nreport_as = \"rabbitmq\"", Path::new("x")).unwrap();
+        let r = c.identity.resolved();
+        assert_eq!(r.product, "RabbitMQ");
+        assert_eq!(r.version, RABBITMQ_VERSION);
+        assert!(r.cluster_name.starts_with("rabbit@"));
+        let o = Config::from_toml(
+            "[identity]\nreport_as = \"rabbitmq\"\nversion = \"3.12.0\"",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(o.identity.resolved().version, "3.12.0");
+        assert!(Config::from_toml("[identity]\nreport_as = \"qpid\"", Path::new("x")).is_err());
     }
 }

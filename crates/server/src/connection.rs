@@ -17,11 +17,12 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -68,7 +69,9 @@ fn long(s: &str) -> LongString {
     LongString::from(s.as_bytes().to_vec())
 }
 
-fn server_properties() -> FieldTable {
+/// `connection.start`'s server properties: RabbitMQ 3.10's capability set and the
+/// configured identity.
+pub(crate) fn server_properties(id: &crate::config::ResolvedIdentity) -> FieldTable {
     let mut caps = FieldTable::default();
     for cap in [
         "publisher_confirms",
@@ -76,28 +79,25 @@ fn server_properties() -> FieldTable {
         "basic.nack",
         "consumer_cancel_notify",
         "connection.blocked",
+        "consumer_priorities",
         "authentication_failure_close",
         "per_consumer_qos",
+        "direct_reply_to",
     ] {
         caps.insert(short(cap), AMQPValue::Boolean(true));
     }
     let mut p = FieldTable::default();
     p.insert(short("capabilities"), AMQPValue::FieldTable(caps));
-    p.insert(short("product"), AMQPValue::LongString(long("Warren")));
-    p.insert(
-        short("version"),
-        AMQPValue::LongString(long(env!("CARGO_PKG_VERSION"))),
-    );
-    p.insert(short("platform"), AMQPValue::LongString(long("Rust")));
-    p.insert(short("cluster_name"), AMQPValue::LongString(long("warren")));
-    p.insert(
-        short("copyright"),
-        AMQPValue::LongString(long("Copyright (c) the Warren authors")),
-    );
-    p.insert(
-        short("information"),
-        AMQPValue::LongString(long("Licensed under MIT or Apache-2.0")),
-    );
+    for (key, value) in [
+        ("product", &id.product),
+        ("version", &id.version),
+        ("platform", &id.platform),
+        ("cluster_name", &id.cluster_name),
+        ("copyright", &id.copyright),
+        ("information", &id.information),
+    ] {
+        p.insert(short(key), AMQPValue::LongString(long(value)));
+    }
     p
 }
 
@@ -121,10 +121,11 @@ fn close_method(e: &AmqpError) -> AMQPClass {
     }))
 }
 
-/// Serves one accepted socket until it closes.
+/// Serves one accepted socket until it closes; `tls` is set for the AMQPS listener.
 pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -132,41 +133,142 @@ pub(crate) async fn serve(
     let span = tracing::info_span!("connection", id, %peer);
     let _enter = span.enter();
     drop(_enter);
-    tracing::Instrument::instrument(run(stream, peer, id, shared, shutdown), span).await;
+    tracing::Instrument::instrument(run(stream, peer, id, tls, shared, shutdown), span).await;
+}
+
+/// Runs the AMQP handshake up to connection.open within `deadline`; on failure closes
+/// the stream (FIN, and close_notify on TLS).
+async fn open<S: Wire>(
+    stream: &mut S,
+    rbuf: &mut BytesMut,
+    peer: auth::Peer<'_>,
+    shared: &Shared,
+    deadline: Instant,
+    limit: Duration,
+) -> Option<Session> {
+    match tokio::time::timeout_at(deadline, handshake(stream, rbuf, peer, shared)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(why)) => {
+            debug!(%why, "handshake failed");
+            let _ = stream.shutdown().await;
+            None
+        }
+        Err(_) => {
+            warn!(
+                "closing connection: handshake not completed within {}s",
+                limit.as_secs()
+            );
+            let _ = stream.shutdown().await;
+            None
+        }
+    }
 }
 
 async fn run(
     mut stream: TcpStream,
     peer: SocketAddr,
     id: u64,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let limit = Duration::from_secs(shared.config.limits.handshake_timeout_secs.max(1));
+    // The handshake timeout covers the TLS handshake and the AMQP one together.
+    let deadline = Instant::now() + limit;
     // Small to start with: an idle connection should cost little. The main loop grows
     // the buffer for connections that move data.
     let mut rbuf = BytesMut::with_capacity(512);
-    let session =
-        match tokio::time::timeout(limit, handshake(&mut stream, &mut rbuf, peer, &shared)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(why)) => {
-                debug!(%why, "handshake failed");
-                let _ = stream.shutdown().await;
+    let (stream, tls, session) = match tls {
+        None => {
+            let plain = auth::Peer {
+                ip: peer.ip(),
+                cert: None,
+            };
+            let Some(session) = open(&mut stream, &mut rbuf, plain, &shared, deadline, limit).await
+            else {
                 return;
-            }
-            Err(_) => {
-                warn!(
-                    "closing connection: handshake not completed within {}s",
-                    limit.as_secs()
-                );
-                let _ = stream.shutdown().await;
+            };
+            (stream, None, session)
+        }
+        Some(acceptor) => {
+            let mut tls_stream =
+                match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        info!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        warn!(
+                            "closing connection: TLS handshake not completed within {}s",
+                            limit.as_secs()
+                        );
+                        return;
+                    }
+                };
+            let cert = tls_stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|c| c.as_ref().to_vec());
+            let over_tls = auth::Peer {
+                ip: peer.ip(),
+                cert: cert.as_deref(),
+            };
+            let Some(session) = open(
+                &mut tls_stream,
+                &mut rbuf,
+                over_tls,
+                &shared,
+                deadline,
+                limit,
+            )
+            .await
+            else {
                 return;
-            }
-        };
-    info!(user = %session.user, vhost = %session.vhost.name, "connection opened");
-    let (rd, wr) = stream.into_split();
+            };
+            let (tcp, conn) = tls_stream.into_inner();
+            (tcp, Some(crate::tls::Session::new(conn)), session)
+        }
+    };
+    info!(user = %session.user, vhost = %session.vhost.name, tls = tls.is_some(), "connection opened");
+    let local = stream.local_addr().unwrap_or(peer);
     let (itx, inbox) = mpsc::unbounded_channel();
+    let stats = Arc::new(crate::stats::ConnStats::default());
+    // Registered before open-ok goes out, so a client that has its open-ok finds itself
+    // in the management API's connection list.
+    let _registration = shared.registry.register(
+        crate::registry::ConnectionInfo {
+            id,
+            name: crate::registry::connection_name(peer, local),
+            user: session.user.clone(),
+            vhost: session.vhost.name.clone(),
+            peer,
+            local,
+            client_properties: session.client_properties,
+            connected_at: std::time::SystemTime::now(),
+            tls: tls.is_some(),
+            auth_mechanism: session.mechanism.clone(),
+            frame_max: session.frame_max,
+            channel_max: session.channel_max,
+            heartbeat: session.heartbeat,
+            stats: stats.clone(),
+        },
+        itx.clone(),
+    );
+    let _churn = shared.churn.connection();
+    // open-ok is the first thing the main loop writes, before any reply to frames the
+    // client pipelined after connection.open.
+    let mut out = BytesMut::new();
+    encode::method(
+        &mut out,
+        0,
+        &AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
+    );
+    let (rd, wr) = stream.into_split();
+    let _slot = session.slot;
     let sink = Arc::new(ConnSink::new(itx));
     let mut conn = Connection {
         ctx: Ctx {
@@ -178,60 +280,145 @@ async fn run(
             max_message_bytes: shared.config.limits.max_message_bytes,
             persister: shared.broker.storage().map(|s| s.persister().clone()),
             flow: std::cell::RefCell::new(None),
+            grant: session.grant,
+            access: shared.broker.access().clone(),
+            node: shared.node_name.clone(),
         },
         caps: session.caps,
         channel_max: session.channel_max,
         decoder: FrameDecoder::new(session.frame_max),
         channels: HashMap::default(),
-        out: BytesMut::new(),
+        out,
         closing_since: None,
         done: false,
         has_published: false,
         heartbeat: session.heartbeat,
+        stats,
+        churn: shared.churn.clone(),
     };
     let alarm = shared.alarms.subscribe();
-    let reason = conn.main_loop(rd, wr, rbuf, inbox, shutdown, alarm).await;
+    let reason = conn
+        .main_loop(Transport { rd, wr, tls }, rbuf, inbox, shutdown, alarm)
+        .await;
     info!(%reason, "connection closed");
+}
+
+/// The socket halves of an open connection, and its TLS session on AMQPS.
+struct Transport {
+    rd: tokio::net::tcp::OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    tls: Option<crate::tls::Session>,
 }
 
 struct Session {
     user: String,
+    mechanism: String,
     vhost: Arc<warren_broker::VHost>,
     caps: ClientCaps,
     frame_max: u32,
     channel_max: u16,
     heartbeat: u16,
+    grant: Arc<warren_broker::access::Grant>,
+    slot: warren_broker::access::ConnectionSlot,
+    client_properties: FieldTable,
 }
 
-async fn read_frame(
-    stream: &mut TcpStream,
+/// Why the handshake read failed.
+enum ReadError {
+    /// The socket failed or closed.
+    Io(String),
+    /// The client sent something the protocol forbids here.
+    Protocol(AmqpError),
+}
+
+impl From<AmqpError> for ReadError {
+    fn from(e: AmqpError) -> Self {
+        ReadError::Protocol(e)
+    }
+}
+
+/// A byte stream the handshake runs over: a TCP socket, or a TLS session on one.
+trait Wire: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Wire for T {}
+
+/// Reads the next handshake frame. Heartbeats are skipped; a frame on a channel other
+/// than 0 before connection.open is RabbitMQ's 505 "type N, all octets = ...".
+async fn read_frame<S: Wire>(
+    stream: &mut S,
     rbuf: &mut BytesMut,
     decoder: &FrameDecoder,
-) -> Result<Frame, String> {
+) -> Result<Frame, ReadError> {
     loop {
+        if let Some(e) = frame_before_open(rbuf) {
+            return Err(e.into());
+        }
         match decoder.decode(rbuf) {
             Ok(Some(Frame::Heartbeat { channel: 0 })) => continue,
             Ok(Some(f)) => return Ok(f),
             Ok(None) => {}
-            Err(e) => return Err(e.text),
+            Err(e) => return Err(e.into()),
         }
         match stream.read_buf(rbuf).await {
-            Ok(0) => return Err("client closed the socket".into()),
+            Ok(0) => return Err(ReadError::Io("client closed the socket".into())),
             Ok(_) => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(ReadError::Io(e.to_string())),
         }
     }
 }
 
-async fn send(stream: &mut TcpStream, m: AMQPClass) -> Result<(), String> {
-    let mut out = BytesMut::new();
-    encode::method(&mut out, 0, &m);
-    stream.write_all(&out).await.map_err(|e| e.to_string())
+/// A whole method or content frame on a channel other than 0 at the front of `rbuf`,
+/// as the error RabbitMQ answers it with before the connection is open.
+fn frame_before_open(rbuf: &BytesMut) -> Option<AmqpError> {
+    if rbuf.len() < 7 {
+        return None;
+    }
+    let kind = rbuf[0];
+    let channel = u16::from_be_bytes([rbuf[1], rbuf[2]]);
+    let size = u32::from_be_bytes([rbuf[3], rbuf[4], rbuf[5], rbuf[6]]) as usize;
+    if channel == 0 || !(1..=3).contains(&kind) || size > PRE_TUNE_FRAME_MAX as usize {
+        return None;
+    }
+    let payload = rbuf.get(7..7 + size)?;
+    Some(AmqpError::unexpected_frame(format!(
+        "type {kind}, all octets = {}",
+        warren_codec::error::erlang_binary(payload)
+    )))
 }
 
-/// Sends connection.close for a handshake failure and waits briefly for close-ok.
-async fn refuse(stream: &mut TcpStream, rbuf: &mut BytesMut, e: AmqpError) -> String {
+/// [`read_frame`], answering a protocol error as RabbitMQ does before giving up.
+async fn next_frame<S: Wire>(
+    stream: &mut S,
+    rbuf: &mut BytesMut,
+    decoder: &FrameDecoder,
+) -> Result<Frame, String> {
+    match read_frame(stream, rbuf, decoder).await {
+        Ok(f) => Ok(f),
+        Err(ReadError::Io(why)) => Err(why),
+        Err(ReadError::Protocol(e)) => Err(refuse(stream, rbuf, e).await),
+    }
+}
+
+/// RabbitMQ's 504 for a method the handshake does not expect in `state`.
+fn unexpected_in(state: &str, m: &AMQPClass) -> AmqpError {
+    AmqpError::channel_error(format!("unexpected method in connection state {state}"))
+        .with_method(m.get_amqp_class_id(), m.get_amqp_method_id())
+}
+
+async fn send<S: Wire>(stream: &mut S, m: AMQPClass) -> Result<(), String> {
+    let mut out = BytesMut::new();
+    encode::method(&mut out, 0, &m);
+    stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    // TLS buffers what it is given: push it to the socket.
+    stream.flush().await.map_err(|e| e.to_string())
+}
+
+/// Sends connection.close for a handshake failure and waits briefly for close-ok; for an
+/// error RabbitMQ answers by closing the socket, just returns (the caller closes it).
+async fn refuse<S: Wire>(stream: &mut S, rbuf: &mut BytesMut, e: AmqpError) -> String {
     warn!(code = e.code.code(), text = %e.text, "refusing connection");
+    if e.close_socket {
+        return e.text;
+    }
     if send(stream, close_method(&e)).await.is_ok() {
         let dec = FrameDecoder::new(PRE_TUNE_FRAME_MAX);
         let _ = tokio::time::timeout(CLOSE_OK_TIMEOUT, read_frame(stream, rbuf, &dec)).await;
@@ -239,10 +426,10 @@ async fn refuse(stream: &mut TcpStream, rbuf: &mut BytesMut, e: AmqpError) -> St
     e.text
 }
 
-async fn handshake(
-    stream: &mut TcpStream,
+async fn handshake<S: Wire>(
+    stream: &mut S,
     rbuf: &mut BytesMut,
-    peer: SocketAddr,
+    peer: auth::Peer<'_>,
     shared: &Shared,
 ) -> Result<Session, String> {
     // AMQP 0-9-1 §4.2.2: the client opens with the 8-byte protocol header.
@@ -257,6 +444,7 @@ async fn handshake(
     // RabbitMQ also accepts the 0-9 header AMQP 1 1 0 9 as 0-9-1.
     if header[..] != PROTOCOL_HEADER && header[..] != *b"AMQP\x01\x01\x00\x09" {
         let _ = stream.write_all(&PROTOCOL_HEADER).await;
+        let _ = stream.flush().await;
         return Err(format!("bad protocol header {:?}", &header[..]));
     }
     let limits = &shared.config.limits;
@@ -265,14 +453,15 @@ async fn handshake(
         AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
             version_major: 0,
             version_minor: 9,
-            server_properties: server_properties(),
-            mechanisms: long(auth::MECHANISMS),
+            server_properties: shared.server_properties.clone(),
+            mechanisms: long(&auth::mechanisms(&shared.config.auth, peer).join(" ")),
             locales: long("en_US"),
         })),
     )
     .await?;
     let decoder = FrameDecoder::new(PRE_TUNE_FRAME_MAX);
-    let start_ok = match read_frame(stream, rbuf, &decoder).await? {
+    // RabbitMQ answers anything but start-ok here by closing the socket.
+    let start_ok = match next_frame(stream, rbuf, &decoder).await? {
         Frame::Method { channel: 0, method } => match *method {
             AMQPClass::Connection(connection::AMQPMethod::StartOk(s)) => s,
             other => {
@@ -291,14 +480,17 @@ async fn handshake(
     let mechanism = start_ok.mechanism.as_str().to_string();
     let user = match auth::authenticate(
         &shared.config.auth,
+        shared.broker.access(),
         &mechanism,
         start_ok.response.as_bytes(),
-        peer.ip(),
+        peer,
     ) {
         Ok(u) => u,
         Err(AuthError::UnknownMechanism(m)) => {
+            // RabbitMQ closes the socket without a connection.close.
             let e = AmqpError::command_invalid(format!("unknown authentication mechanism '{m}'"))
-                .with_method(10, 11);
+                .with_method(10, 11)
+                .silently();
             return Err(refuse(stream, rbuf, e).await);
         }
         Err(AuthError::Malformed(why)) => {
@@ -310,8 +502,7 @@ async fn handshake(
             if caps.authentication_failure_close {
                 let e = AmqpError::access_refused(format!(
                     "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
-                ))
-                .with_method(10, 11);
+                ));
                 return Err(refuse(stream, rbuf, e).await);
             }
             return Err(format!("login refused for user '{user}'"));
@@ -326,10 +517,10 @@ async fn handshake(
         })),
     )
     .await?;
-    let tune_ok = match read_frame(stream, rbuf, &decoder).await? {
+    let tune_ok = match next_frame(stream, rbuf, &decoder).await? {
         Frame::Method { channel: 0, method } => match *method {
             AMQPClass::Connection(connection::AMQPMethod::TuneOk(t)) => t,
-            _ => return Err("expected connection.tune-ok".into()),
+            other => return Err(refuse(stream, rbuf, unexpected_in("tuning", &other)).await),
         },
         _ => return Err("expected connection.tune-ok".into()),
     };
@@ -339,14 +530,16 @@ async fn handshake(
         let e = AmqpError::not_allowed(format!(
             "negotiated frame_max = {frame_max} is lower than the minimum allowed value (4096)"
         ))
-        .with_method(10, 31);
+        .with_method(10, 31)
+        .silently();
         return Err(refuse(stream, rbuf, e).await);
     }
     if server_max != 0 && (frame_max == 0 || frame_max > server_max) {
         let e = AmqpError::not_allowed(format!(
             "negotiated frame_max = {frame_max} is higher than the maximum allowed value ({server_max})"
         ))
-        .with_method(10, 31);
+        .with_method(10, 31)
+        .silently();
         return Err(refuse(stream, rbuf, e).await);
     }
     let channel_max = match tune_ok.channel_max {
@@ -354,30 +547,48 @@ async fn handshake(
         n => n.min(limits.channel_max),
     };
     let decoder = FrameDecoder::new(frame_max);
-    let open = match read_frame(stream, rbuf, &decoder).await? {
+    let open = match next_frame(stream, rbuf, &decoder).await? {
         Frame::Method { channel: 0, method } => match *method {
             AMQPClass::Connection(connection::AMQPMethod::Open(o)) => o,
-            _ => return Err("expected connection.open".into()),
+            other => return Err(refuse(stream, rbuf, unexpected_in("opening", &other)).await),
         },
         _ => return Err("expected connection.open".into()),
     };
     let vhost_name = open.virtual_host.as_str();
-    let Some(vhost) = shared.broker.vhost(vhost_name) else {
+    let Some(vhost) = shared.broker.vhost(vhost_name).filter(|v| !v.is_deleted()) else {
         let e = AmqpError::not_allowed(format!("vhost {vhost_name} not found")).with_method(10, 40);
         return Err(refuse(stream, rbuf, e).await);
     };
-    send(
-        stream,
-        AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
-    )
-    .await?;
+    // RabbitMQ: no permissions in the vhost, or a connection limit, is 530 at open.
+    let access = shared.broker.access();
+    let Some(grant) = access.grant(&user, vhost_name, None) else {
+        let e = AmqpError::not_allowed(warren_broker::access::LimitError::VHostRefused {
+            vhost: vhost_name.to_string(),
+            user: user.clone(),
+        })
+        .with_method(10, 40);
+        return Err(refuse(stream, rbuf, e).await);
+    };
+    let slot = match access.open_connection(&user, vhost_name) {
+        Ok(slot) => slot,
+        Err(limit) => {
+            let e = AmqpError::not_allowed(limit).with_method(10, 40);
+            return Err(refuse(stream, rbuf, e).await);
+        }
+    };
+    // open-ok is sent by the caller once the connection is registered, so a client that
+    // has its open-ok already finds itself in the management API's connection list.
     Ok(Session {
         user,
+        mechanism,
         vhost,
         caps,
         frame_max,
         channel_max,
         heartbeat: tune_ok.heartbeat,
+        grant: Arc::new(grant),
+        slot,
+        client_properties: start_ok.client_properties,
     })
 }
 
@@ -454,18 +665,26 @@ struct Connection {
     has_published: bool,
     /// Negotiated heartbeat interval in seconds (0 = none).
     heartbeat: u16,
+    /// Socket counters and open channels, read by the management API.
+    stats: Arc<crate::stats::ConnStats>,
+    /// The node's churn counters (channels opened and closed).
+    churn: Arc<crate::stats::Churn>,
 }
 
 impl Connection {
     async fn main_loop(
         &mut self,
-        mut rd: tokio::net::tcp::OwnedReadHalf,
-        mut wr: OwnedWriteHalf,
+        transport: Transport,
         mut rbuf: BytesMut,
         mut inbox: mpsc::UnboundedReceiver<ConnEvent>,
         mut shutdown: watch::Receiver<bool>,
         mut alarm: watch::Receiver<crate::alarm::AlarmState>,
     ) -> String {
+        let Transport {
+            mut rd,
+            mut wr,
+            mut tls,
+        } = transport;
         let heartbeat = self.heartbeat;
         let mut blocked_notified = false;
         let mut read_hint = 1024usize;
@@ -483,13 +702,22 @@ impl Connection {
         // Flow control: the queue this connection's publishes are waiting on, and since
         // when (reading is paused meanwhile).
         let mut flow_wait: Option<(Arc<warren_broker::Queue>, Instant)> = None;
-        // Frames may already be buffered from the handshake read.
+        // Frames may already be buffered from the handshake read (decrypted or not).
+        let mut ended = None;
+        if let Some(t) = tls.as_mut() {
+            if let Err(e) = t.decrypt(&mut rbuf) {
+                ended = Some(format!("TLS error: {e}"));
+            }
+        }
         self.process_frames(&mut rbuf);
         for ch in self.channels.values_mut() {
             ch.flush_marks();
             ch.flush_confirms(&self.ctx, &mut self.out);
         }
         let reason = loop {
+            if let Some(reason) = ended.take() {
+                break reason;
+            }
             if self.done {
                 break "closed".to_string();
             }
@@ -520,8 +748,16 @@ impl Connection {
                     info!("connection unblocked");
                 }
             }
-            match write_some(&wr, &mut self.out) {
-                Ok(true) => last_write = Instant::now(),
+            let pending = self.out.len();
+            let written = match tls.as_mut() {
+                None => write_some(&wr, &mut self.out),
+                Some(t) => t.write_some(&wr, &mut self.out),
+            };
+            match written {
+                Ok(true) => {
+                    self.stats.sent(pending - self.out.len());
+                    last_write = Instant::now();
+                }
                 Ok(false) => {}
                 Err(e) => break format!("socket write failed: {e}"),
             }
@@ -531,7 +767,7 @@ impl Connection {
             }
             let backlogged = self.out.len() >= OUTPUT_HIGH_WATER;
             tokio::select! {
-                w = wr.writable(), if !self.out.is_empty() => {
+                w = wr.writable(), if !self.out.is_empty() || tls.as_ref().is_some_and(|t| t.wants_write()) => {
                     if let Err(e) = w {
                         break format!("socket write failed: {e}");
                     }
@@ -556,11 +792,20 @@ impl Connection {
                         }
                     }
                 }
-                r = read_some(&mut rd, &mut rbuf, &mut read_hint), if !blocked && !backlogged && flow_wait.is_none() => match r {
+                r = read_some(&mut rd, tls.as_mut().map_or(&mut rbuf, |t| &mut t.raw), &mut read_hint), if !blocked && !backlogged && flow_wait.is_none() => match r {
                     Ok(0) => break "client closed the socket".to_string(),
                     Err(e) => break format!("socket read failed: {e}"),
-                    Ok(_) => {
+                    Ok(n) => {
+                        self.stats.received(n);
                         last_read = Instant::now();
+                        if let Some(t) = tls.as_mut() {
+                            // Frames before a close_notify or a bad record still count.
+                            match t.decrypt(&mut rbuf) {
+                                Ok(false) => {}
+                                Ok(true) => ended = Some("client closed the TLS session".to_string()),
+                                Err(e) => ended = Some(format!("TLS error: {e}")),
+                            }
+                        }
                         self.process_frames(&mut rbuf);
                         for ch in self.channels.values_mut() {
                             ch.flush_marks();
@@ -614,7 +859,10 @@ impl Connection {
         // Release everything, then flush what is left (close-ok, close).
         self.teardown(&mut inbox);
         let flush = async {
-            wr.write_all(&self.out).await?;
+            match tls.as_mut() {
+                None => wr.write_all(&self.out).await?,
+                Some(t) => t.finish(&wr, &mut self.out).await,
+            }
             wr.shutdown().await
         };
         let _ = tokio::time::timeout(FINAL_FLUSH_TIMEOUT, flush).await;
@@ -662,6 +910,18 @@ impl Connection {
     /// Sends connection.close and releases channel state; waits for close-ok.
     fn connection_error(&mut self, e: AmqpError) {
         if self.closing_since.is_some() {
+            return;
+        }
+        if e.close_socket {
+            // RabbitMQ drops the socket without a connection.close for this one.
+            warn!(code = e.code.code(), text = %e.text, "closing the socket on error");
+            for ch in self.channels.values_mut() {
+                if !ch.closing {
+                    ch.close(&self.ctx);
+                }
+            }
+            self.channels.clear();
+            self.done = true;
             return;
         }
         if e.code == ReplyCode::ConnectionForced {
@@ -728,9 +988,21 @@ impl Connection {
                 match *method {
                     AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
                         self.channels.remove(&ch);
+                        self.stats
+                            .channels
+                            .store(self.channels.len() as u64, Relaxed);
+                        self.stats
+                            .channels
+                            .store(self.channels.len() as u64, Relaxed);
                     }
                     AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
                         self.channels.remove(&ch);
+                        self.stats
+                            .channels
+                            .store(self.channels.len() as u64, Relaxed);
+                        self.stats
+                            .channels
+                            .store(self.channels.len() as u64, Relaxed);
                         encode::method(
                             &mut self.out,
                             ch,
@@ -748,6 +1020,9 @@ impl Connection {
                     debug!(channel = ch, code = c.reply_code, "client closed channel");
                     channel.close(&self.ctx);
                     self.channels.remove(&ch);
+                    self.stats
+                        .channels
+                        .store(self.channels.len() as u64, Relaxed);
                     encode::method(
                         &mut self.out,
                         ch,
@@ -782,11 +1057,25 @@ impl Connection {
                         "number of channels opened ({}) has reached the negotiated channel_max ({})",
                         self.channels.len(),
                         self.channel_max
-                    ))
-                    .with_method(20, 10));
+                    )));
                 }
-                self.channels
-                    .insert(ch, Box::new(Channel::new(ch, self.ctx.max_message_bytes)));
+                let slot = self
+                    .ctx
+                    .access
+                    .open_channel(&self.ctx.user)
+                    .map_err(AmqpError::not_allowed)?;
+                self.channels.insert(
+                    ch,
+                    Box::new(Channel::new(
+                        ch,
+                        self.ctx.max_message_bytes,
+                        slot,
+                        self.churn.channel(),
+                    )),
+                );
+                self.stats
+                    .channels
+                    .store(self.channels.len() as u64, Relaxed);
                 encode::method(
                     &mut self.out,
                     ch,
@@ -827,11 +1116,22 @@ impl Connection {
                 self.done = true;
                 Ok(())
             }
-            other => Err(AmqpError::command_invalid(format!(
-                "unexpected method {} on channel 0",
-                warren_codec::methods::name(other.get_amqp_class_id(), other.get_amqp_method_id())
-            ))
-            .with_method(other.get_amqp_class_id(), other.get_amqp_method_id())),
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(u)) => {
+                // RabbitMQ re-checks the secret with the user's authentication backend
+                // only where it can expire (OAuth 2); its internal (password) backend
+                // accepts any new secret, and so does Warren's.
+                // Never log the secret itself.
+                info!(reason = %u.reason, "secret updated");
+                encode::method(
+                    &mut self.out,
+                    0,
+                    &AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(
+                        connection::UpdateSecretOk {},
+                    )),
+                );
+                Ok(())
+            }
+            other => Err(unexpected_in("running", &other)),
         }
     }
 
@@ -848,6 +1148,14 @@ impl Connection {
                 if let Some(ch) = self.channels.get_mut(&channel) {
                     ch.synced(&mut self.out, upto, ok);
                 }
+            }
+            ConnEvent::ForceClose { reason } => {
+                self.connection_error(AmqpError::new(ReplyCode::ConnectionForced, reason));
+            }
+            ConnEvent::Report(reply) => {
+                let mut channels: Vec<_> = self.channels.values().map(|c| c.report()).collect();
+                channels.sort_by_key(|c| c.number);
+                let _ = reply.send(channels);
             }
             ConnEvent::Committed { channel, ok } => {
                 if let Some(ch) = self.channels.get_mut(&channel) {

@@ -12,12 +12,15 @@ pub fn amqp(err: Error) -> AmqpError {
         | Error::InUse { .. }
         | Error::NotEmpty { .. }
         | Error::BindingInvalid(_)
+        | Error::QueueLimit { .. }
         | Error::InvalidArg(_) => ReplyCode::PreconditionFailed,
         Error::ReservedName { .. }
         | Error::DefaultExchange
         | Error::SystemExchange { .. }
         | Error::ExclusiveConsumer { .. }
-        | Error::InternalExchange { .. } => ReplyCode::AccessRefused,
+        | Error::InternalExchange { .. }
+        | Error::AccessRefused { .. }
+        | Error::TopicAccessRefused { .. } => ReplyCode::AccessRefused,
         // RabbitMQ 3.10: unknown exchange type is a connection error 503.
         Error::UnknownExchangeType(_) => ReplyCode::CommandInvalid,
         Error::Storage(_) => ReplyCode::InternalError,

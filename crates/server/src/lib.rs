@@ -14,13 +14,18 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod alarm;
 pub mod auth;
 pub mod channel;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod registry;
 pub mod sink;
+pub mod stats;
+pub mod tls;
+pub mod trace;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +50,20 @@ pub struct Shared {
     pub config: Arc<Config>,
     /// Resource alarms.
     pub alarms: Arc<alarm::Alarms>,
+    /// `connection.start`'s server properties, built once from the configuration.
+    pub server_properties: warren_codec::types::FieldTable,
+    /// The open connections.
+    pub registry: Arc<registry::Registry>,
+    /// The AMQP listener's bound address.
+    pub amqp_addr: SocketAddr,
+    /// The AMQPS listener's bound address, when TLS is configured.
+    pub amqps_addr: Option<SocketAddr>,
+    /// Connections and channels opened and closed.
+    pub churn: Arc<stats::Churn>,
+    /// The node's name (the identity's cluster name), for the firehose.
+    pub node_name: Arc<str>,
+    /// Set by `rabbitmqctl stop_app`: new connections are closed at once.
+    pub paused: std::sync::atomic::AtomicBool,
     next_id: AtomicU64,
 }
 
@@ -71,9 +90,19 @@ impl Running {
         self.local_addr
     }
 
+    /// The address the AMQPS (TLS) listener is bound to, when TLS is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.shared.amqps_addr
+    }
+
     /// The engine, for inspection in tests.
     pub fn broker(&self) -> &Arc<Broker> {
         &self.shared.broker
+    }
+
+    /// Administrative operations (users, vhosts, permissions, connections).
+    pub fn admin(&self) -> admin::Admin {
+        admin::Admin::new(self.shared.clone())
     }
 
     /// Changes the memory high watermark at run time (0 disables the alarm) and
@@ -100,16 +129,70 @@ impl Running {
         let _ = (&mut self.task).await;
         self.monitor.abort();
         self.ticker.abort();
+        // Wait until the aborted tasks are gone: they hold the broker, and with it the
+        // data directory's lock, which a restart in the same process needs.
+        let _ = (&mut self.monitor).await;
+        let _ = (&mut self.ticker).await;
         self.shared.broker.flush();
     }
+}
+
+/// A fresh data directory gets the configured vhosts and users (RabbitMQ creates its
+/// default user and vhost on a fresh node the same way): each user with full
+/// permissions on each vhost.
+pub(crate) fn seed(broker: &Broker, config: &Config) -> Result<(), String> {
+    let access = broker.access();
+    for vhost in &config.vhosts {
+        let description = if vhost == "/" {
+            "Default virtual host"
+        } else {
+            ""
+        };
+        broker
+            .ensure_vhost(vhost, description)
+            .map_err(|e| e.to_string())?;
+    }
+    for u in &config.auth.users {
+        let hash = match (&u.password, &u.password_hash) {
+            (_, Some(h)) => h.clone(),
+            (Some(p), None) => warren_broker::access::hash_password(u.hashing_algorithm, p),
+            (None, None) => String::new(),
+        };
+        if access.user(&u.name).is_none() {
+            access
+                .add_user_with_hash(&u.name, &hash, u.hashing_algorithm, &u.tags)
+                .map_err(|e| e.to_string())?;
+        }
+        for vhost in &config.vhosts {
+            access
+                .set_permissions(&u.name, vhost, ".*", ".*", ".*")
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    info!(
+        users = config.auth.users.len(),
+        vhosts = config.vhosts.len(),
+        "fresh data directory: created the configured users and vhosts"
+    );
+    Ok(())
 }
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The configured users and vhosts could not be created.
+    #[error("cannot set up users and vhosts: {0}")]
+    Access(String),
+    /// The definitions file to load at boot is unreadable or invalid (nothing of it was
+    /// imported).
+    #[error("cannot load definitions: {0}")]
+    Definitions(String),
     /// The data directory cannot be used.
     #[error(transparent)]
     Storage(#[from] warren_broker::StorageError),
+    /// The TLS listener's certificate, key or CA bundle is unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// The listener cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -147,23 +230,55 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             },
         },
     )?;
-    let mut policies = Vec::new();
+    let broker = Arc::new(Broker::with_storage(storage)?);
+    if broker.is_fresh() {
+        seed(&broker, &config).map_err(StartError::Access)?;
+    }
+    // Policies from the configuration (validated with it) are created or replaced at
+    // every start, as a definitions import at boot would; their vhost must exist.
     for p in &config.policies {
-        match warren_broker::policy::Policy::compile(p) {
-            Ok(compiled) => policies.push((p.vhost.clone(), compiled)),
-            Err(e) => warn!(error = %e, "ignoring invalid policy"),
+        let kind = warren_broker::policy::PolicyKind::Regular;
+        if let Err(e) = broker.put_policy(kind, p.record()) {
+            warn!(policy = %p.name, vhost = %p.vhost, error = %e, "ignoring a configured policy");
         }
     }
-    let broker = Arc::new(Broker::with_storage(storage, policies)?);
-    for vhost in &config.vhosts {
-        broker.add_vhost(vhost);
+    if let Some(path) = &config.load_definitions {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| StartError::Definitions(format!("cannot read {}: {e}", path.display())))?;
+        let summary = warren_broker::definitions::import(&broker, &text)
+            .map_err(|e| StartError::Definitions(format!("{}: {e}", path.display())))?;
+        info!(
+            file = %path.display(),
+            users = summary.users,
+            vhosts = summary.vhosts,
+            permissions = summary.permissions,
+            topic_permissions = summary.topic_permissions,
+            queues_exchanges_bindings = summary.topology,
+            "imported definitions"
+        );
+        for (section, n) in &summary.skipped {
+            warn!(file = %path.display(), section = %section, entries = n, "definitions section not imported at boot");
+        }
     }
     let listen_err = |source| StartError::Listen {
         addr: config.listen,
         source,
     };
-    let listener = TcpListener::bind(config.listen).await.map_err(listen_err)?;
+    let listener = bind(config.listen).map_err(listen_err)?;
     let local_addr = listener.local_addr().map_err(listen_err)?;
+    let tls = if config.tls.enabled() {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&config.tls)?);
+        let tls_err = |source| StartError::Listen {
+            addr: config.tls.listen,
+            source,
+        };
+        let l = bind(config.tls.listen).map_err(tls_err)?;
+        let addr = l.local_addr().map_err(tls_err)?;
+        Some((l, acceptor, addr))
+    } else {
+        None
+    };
+    let amqps_addr = tls.as_ref().map(|(_, _, addr)| *addr);
     let alarms = alarm::Alarms::new(
         config.resources.watermark_bytes(),
         config.resources.disk_free_limit_bytes,
@@ -173,16 +288,30 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         alarms.clone(),
         Duration::from_millis(config.resources.check_interval_ms),
     ));
+    let server_properties = connection::server_properties(&config.identity.resolved());
+    let node_name: Arc<str> = Arc::from(config.identity.resolved().cluster_name);
     let shared = Arc::new(Shared {
         broker,
         config: Arc::new(config),
         alarms,
+        server_properties,
+        registry: Arc::default(),
+        amqp_addr: local_addr,
+        amqps_addr,
+        churn: Arc::default(),
+        paused: std::sync::atomic::AtomicBool::new(false),
+        node_name,
         next_id: AtomicU64::new(0),
     });
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, shared.clone(), rx));
+    info!("started TCP listener on {local_addr}");
+    let tls = tls.map(|(l, acceptor, addr)| {
+        info!("started TLS (SSL) listener on {addr}");
+        (l, acceptor)
+    });
+    let task = tokio::spawn(accept_loop(listener, tls, shared.clone(), rx));
     let ticker = tokio::spawn(tick_loop(shared.broker.clone()));
-    info!(address = %local_addr, "Server startup complete; AMQP listener on {local_addr}");
+
     Ok(Running {
         local_addr,
         shared,
@@ -191,6 +320,22 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         monitor,
         ticker,
     })
+}
+
+/// Binds a listening socket. An unspecified IPv6 address (`[::]`) also accepts IPv4
+/// clients (IPV6_V6ONLY off, whatever the system default), as RabbitMQ's listener does.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Message TTL and queue expiry: every queue with timers is looked at every 25 ms. The
@@ -208,8 +353,23 @@ async fn tick_loop(broker: Arc<Broker>) {
     }
 }
 
+/// The next client of either listener, and whether it came to the TLS one.
+async fn accept_any(
+    plain: &TcpListener,
+    tls: Option<&TcpListener>,
+) -> (std::io::Result<(tokio::net::TcpStream, SocketAddr)>, bool) {
+    match tls {
+        None => (plain.accept().await, false),
+        Some(tls) => tokio::select! {
+            r = plain.accept() => (r, false),
+            r = tls.accept() => (r, true),
+        },
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -223,9 +383,12 @@ async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
+        let (stream, peer, acceptor) = tokio::select! {
+            (r, is_tls) = accept_any(&listener, tls.as_ref().map(|(l, _)| l)) => match r {
+                Ok((stream, peer)) => {
+                    let acceptor = if is_tls { tls.as_ref().map(|(_, a)| a.clone()) } else { None };
+                    (stream, peer, acceptor)
+                }
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
                     warn!(error = %e, "accept failed");
@@ -235,16 +398,22 @@ async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
+        if shared.paused.load(Ordering::Acquire) {
+            // stop_app: the application is stopped; the client sees its socket close.
+            drop(stream);
+            continue;
+        }
         let shared = shared.clone();
         let rx = shutdown.clone();
         tasks.spawn(async move {
-            connection::serve(stream, peer, shared, rx).await;
+            connection::serve(stream, peer, acceptor, shared, rx).await;
             drop(permit);
         });
         // Reap finished connection tasks so the set does not grow.
         while tasks.try_join_next().is_some() {}
     }
     drop(listener);
+    drop(tls);
     info!(
         connections = tasks.len(),
         "shutting down: closing client connections"

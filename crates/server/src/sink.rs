@@ -37,6 +37,15 @@ pub enum ConnEvent {
         /// Whether the sync succeeded.
         ok: bool,
     },
+    /// Report the connection's channels (management API); the answer goes back on the
+    /// sender.
+    Report(tokio::sync::oneshot::Sender<Vec<crate::stats::ChannelReport>>),
+    /// Close the connection with 320 CONNECTION_FORCED and this reason (an operator or
+    /// a deleted vhost or user).
+    ForceClose {
+        /// The text after `CONNECTION_FORCED - `.
+        reason: String,
+    },
     /// A transaction's messages are on disk: send commit-ok.
     Committed {
         /// Channel.

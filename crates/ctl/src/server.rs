@@ -1,0 +1,1049 @@
+//! The node's side of the control socket: it answers each request with one engine
+//! operation (the same ones the management API calls) and returns rows the tool
+//! renders.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use warren_broker::access::{AdminError, UserLimits, VHostLimits};
+use warren_broker::policy::{PolicyKind, PolicyRecord};
+use warren_codec::json::table_to_json;
+use warren_server::admin::Admin;
+
+use crate::protocol::{exit, Reply, Request};
+
+/// The connection id control operations run as (no AMQP connection owns them).
+const CONTROL_CONNECTION: u64 = 0;
+/// Largest request accepted.
+const MAX_REQUEST: u64 = 1 << 20;
+
+/// What the node's owner lets the control socket do beyond engine operations.
+pub trait NodeControl: Send + Sync + 'static {
+    /// `rabbitmqctl stop`: stop the node (as SIGTERM does).
+    fn stop(&self);
+}
+
+/// A listening control socket; the file is removed when this is dropped.
+#[derive(Debug)]
+pub struct ControlSocket {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl ControlSocket {
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Why the control socket cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Another live node has this name.
+    #[error("node with name \"{0}\" is already running on this host")]
+    NameInUse(String),
+    /// The directory or socket cannot be created.
+    #[error("cannot create the control socket {path}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Opens `node`'s control socket and serves it.
+///
+/// # Errors
+/// A live node with the same name, or the socket cannot be created.
+pub async fn serve(
+    admin: Admin,
+    node: &str,
+    control: Arc<dyn NodeControl>,
+) -> Result<ControlSocket, ControlError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let path = crate::node::socket_path(node);
+    let io = |source| ControlError::Io {
+        path: path.clone(),
+        source,
+    };
+    let dir = crate::node::control_dir();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(io)?;
+    if path.exists() {
+        if UnixStream::connect(&path).await.is_ok() {
+            return Err(ControlError::NameInUse(node.to_string()));
+        }
+        // A socket left by a node that died.
+        std::fs::remove_file(&path).map_err(io)?;
+    }
+    let listener = UnixListener::bind(&path).map_err(io)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    let node = node.to_string();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (admin, control, node) = (admin.clone(), control.clone(), node.clone());
+            tokio::spawn(async move {
+                let _ = session(stream, &admin, control.as_ref(), &node).await;
+            });
+        }
+    });
+    tracing::info!(path = %path.display(), "control socket ready for rabbitmqctl");
+    Ok(ControlSocket { path, task })
+}
+
+async fn session(
+    stream: UnixStream,
+    admin: &Admin,
+    control: &dyn NodeControl,
+    node: &str,
+) -> std::io::Result<()> {
+    let (rd, mut wr) = stream.into_split();
+    let mut line = String::new();
+    tokio::io::AsyncReadExt::take(BufReader::new(rd), MAX_REQUEST)
+        .read_line(&mut line)
+        .await?;
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(req) => handle(admin, control, node, req).await,
+        Err(e) => Reply::error(exit::USAGE, format!("malformed request: {e}")),
+    };
+    let mut out = serde_json::to_vec(&reply).unwrap_or_default();
+    out.push(b'\n');
+    wr.write_all(&out).await?;
+    wr.shutdown().await
+}
+
+fn admin_error(e: AdminError) -> Reply {
+    match e {
+        AdminError::NoSuchUser(u) => {
+            Reply::error(exit::NOUSER, format!("User \"{u}\" does not exist"))
+        }
+        AdminError::NoSuchVHost(v) => {
+            Reply::error(exit::DATAERR, format!("Virtual host '{v}' does not exist"))
+        }
+        AdminError::UserExists(u) => {
+            Reply::error(exit::SOFTWARE, format!("User \"{u}\" already exists"))
+        }
+        AdminError::VHostExists(v) => {
+            Reply::error(exit::SOFTWARE, format!("Virtual host '{v}' already exists"))
+        }
+        AdminError::Storage(why) => Reply::error(exit::SOFTWARE, why),
+        other => Reply::error(exit::DATAERR, other.to_string()),
+    }
+}
+
+fn done(r: Result<(), AdminError>) -> Reply {
+    r.map_or_else(admin_error, |()| Reply::ok())
+}
+
+fn arg<'a>(req: &'a Request, i: usize, name: &str) -> Result<&'a str, Reply> {
+    req.args
+        .get(i)
+        .map(String::as_str)
+        .ok_or_else(|| Reply::error(exit::USAGE, format!("not enough arguments: missing {name}")))
+}
+
+fn opt<'a>(req: &'a Request, name: &str) -> Option<&'a Value> {
+    req.options.get(name)
+}
+
+fn flag(req: &Request, name: &str) -> bool {
+    opt(req, name).is_some_and(|v| v.as_bool().unwrap_or(true))
+}
+
+/// Rows limited to the requested columns (all the defaults when none are given),
+/// refusing unknown ones as rabbitmqctl does.
+fn table(req: &Request, all: &[&str], default: &[&str], rows: Vec<Map<String, Value>>) -> Reply {
+    let columns: Vec<String> = if req.args.is_empty() {
+        default.iter().map(|s| s.to_string()).collect()
+    } else {
+        req.args.clone()
+    };
+    let unknown: Vec<&String> = columns
+        .iter()
+        .filter(|c| !all.contains(&c.as_str()))
+        .collect();
+    if !unknown.is_empty() {
+        let list: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
+        return Reply::error(
+            exit::USAGE,
+            format!("Info key(s) {} are not supported", list.join(",")),
+        );
+    }
+    let rows = rows
+        .into_iter()
+        .map(|r| {
+            columns
+                .iter()
+                .map(|c| (c.clone(), r.get(c).cloned().unwrap_or(Value::Null)))
+                .collect()
+        })
+        .collect();
+    Reply {
+        rows,
+        columns,
+        ..Reply::default()
+    }
+}
+
+/// Rows with fixed columns (commands whose columns cannot be chosen).
+fn fixed(columns: &[&str], rows: Vec<Map<String, Value>>) -> Reply {
+    table(&Request::default(), columns, columns, rows)
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+async fn handle(admin: &Admin, control: &dyn NodeControl, node: &str, req: Request) -> Reply {
+    match run(admin, control, node, &req).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+async fn run(
+    admin: &Admin,
+    control: &dyn NodeControl,
+    node: &str,
+    req: &Request,
+) -> Result<Reply, Reply> {
+    let vhost = req.vhost.clone().unwrap_or_else(|| "/".to_string());
+    let access = admin.access();
+    let broker = admin.broker();
+    let need_vhost = || {
+        broker.vhost(&vhost).ok_or_else(|| {
+            Reply::error(
+                exit::DATAERR,
+                format!("Virtual host '{vhost}' does not exist"),
+            )
+        })
+    };
+    Ok(match req.command.as_str() {
+        "ping" | "await_startup" | "check_running" => Reply::ok(),
+        "status" => Reply {
+            document: Some(status(admin, node)),
+            ..Reply::default()
+        },
+        "server_version" => Reply::text(warren_server::config::RABBITMQ_VERSION),
+        "stop" => {
+            control.stop();
+            Reply::ok()
+        }
+        "stop_app" => {
+            admin.stop_app();
+            Reply::ok()
+        }
+        "start_app" => {
+            admin.start_app();
+            Reply::ok()
+        }
+        "reset" | "force_reset" => done(admin.reset()),
+        "trace_on" | "trace_off" => {
+            need_vhost()?.set_tracing(req.command == "trace_on");
+            Reply::ok()
+        }
+        "export_definitions" => {
+            let id = admin.config().identity.resolved();
+            let meta = warren_broker::definitions::ExportMeta {
+                rabbitmq_version: warren_server::config::RABBITMQ_VERSION.to_string(),
+                product_name: id.product,
+                product_version: id.version,
+            };
+            Reply {
+                document: Some(warren_broker::definitions::export(broker, &meta)),
+                ..Reply::default()
+            }
+        }
+        "import_definitions" => {
+            let text = opt(req, "document").and_then(Value::as_str).unwrap_or("");
+            match warren_broker::definitions::import(broker, text) {
+                Ok(_) => Reply::ok(),
+                Err(why) => Reply::error(exit::DATAERR, why),
+            }
+        }
+        "list_queues" => {
+            let v = need_vhost()?;
+            let rows = v
+                .queues()
+                .iter()
+                .map(|q| {
+                    let s = q.snapshot();
+                    let policy = v.queue_policy(&q.name).map(|p| p.name);
+                    obj(json!({
+                        "name": q.name, "vhost": v.name, "durable": q.durable,
+                        "auto_delete": q.auto_delete, "exclusive": q.exclusive_owner.is_some(),
+                        "arguments": table_to_json(&q.arguments),
+                        "messages": s.ready + s.unacked, "messages_ready": s.ready,
+                        "messages_unacknowledged": s.unacked, "consumers": s.consumers,
+                        "message_bytes": s.ready_bytes, "message_bytes_ready": s.ready_bytes,
+                        "policy": policy.unwrap_or_default(), "state": "running",
+                        "type": "classic", "memory": 0,
+                    }))
+                })
+                .collect();
+            let all = [
+                "name",
+                "vhost",
+                "durable",
+                "auto_delete",
+                "exclusive",
+                "arguments",
+                "messages",
+                "messages_ready",
+                "messages_unacknowledged",
+                "consumers",
+                "message_bytes",
+                "message_bytes_ready",
+                "policy",
+                "state",
+                "type",
+                "memory",
+            ];
+            table(req, &all, &["name", "messages"], rows)
+        }
+        "list_exchanges" => {
+            let v = need_vhost()?;
+            let rows = v
+                .exchanges()
+                .iter()
+                .map(|x| {
+                    let policy = v.exchange_policy(&x.name).map(|p| p.name);
+                    obj(json!({
+                        "name": x.name, "vhost": v.name, "type": x.kind.as_str(),
+                        "durable": x.durable, "auto_delete": x.auto_delete,
+                        "internal": x.internal, "arguments": table_to_json(&x.arguments),
+                        "policy": policy.unwrap_or_default(),
+                    }))
+                })
+                .collect();
+            let all = [
+                "name",
+                "vhost",
+                "type",
+                "durable",
+                "auto_delete",
+                "internal",
+                "arguments",
+                "policy",
+            ];
+            table(req, &all, &["name", "type"], rows)
+        }
+        "list_bindings" => {
+            let v = need_vhost()?;
+            let rows = v
+                .bindings()
+                .iter()
+                .map(|b| {
+                    let (dest, kind) = match &b.destination {
+                        warren_broker::exchange::Destination::Queue(q) => (q.clone(), "queue"),
+                        warren_broker::exchange::Destination::Exchange(x) => {
+                            (x.clone(), "exchange")
+                        }
+                    };
+                    obj(json!({
+                        "source_name": b.source, "source_kind": "exchange",
+                        "destination_name": dest, "destination_kind": kind,
+                        "routing_key": b.routing_key, "arguments": table_to_json(&b.arguments),
+                        "vhost": v.name,
+                    }))
+                })
+                .collect();
+            let all = [
+                "source_name",
+                "source_kind",
+                "destination_name",
+                "destination_kind",
+                "routing_key",
+                "arguments",
+                "vhost",
+            ];
+            let default = [
+                "source_name",
+                "source_kind",
+                "destination_name",
+                "destination_kind",
+                "routing_key",
+                "arguments",
+            ];
+            table(req, &all, &default, rows)
+        }
+        "list_connections" => {
+            use std::sync::atomic::Ordering::Relaxed;
+            let rows = admin
+                .connections()
+                .iter()
+                .map(|c| {
+                    obj(json!({
+                        "pid": pid(node, c.id, 0), "name": c.name, "user": c.user, "vhost": c.vhost,
+                        "peer_host": warren_server::registry::host_of(c.peer), "peer_port": c.peer.port(),
+                        "host": warren_server::registry::host_of(c.local), "port": c.local.port(),
+                        "client_properties": table_to_json(&c.client_properties),
+                        "state": "running", "channels": c.stats.channels.load(Relaxed),
+                        "ssl": c.tls, "protocol": "{0,9,1}", "auth_mechanism": c.auth_mechanism,
+                        "timeout": c.heartbeat, "frame_max": c.frame_max,
+                        "channel_max": c.channel_max,
+                        "recv_oct": c.stats.recv_oct.load(Relaxed),
+                        "send_oct": c.stats.send_oct.load(Relaxed),
+                        "recv_cnt": c.stats.recv_cnt.load(Relaxed),
+                        "send_cnt": c.stats.send_cnt.load(Relaxed),
+                        "connected_at": c.connected_at.duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64),
+                        "type": "network",
+                    }))
+                })
+                .collect();
+            let all = [
+                "pid",
+                "name",
+                "user",
+                "vhost",
+                "peer_host",
+                "peer_port",
+                "host",
+                "port",
+                "client_properties",
+                "state",
+                "channels",
+                "ssl",
+                "protocol",
+                "auth_mechanism",
+                "timeout",
+                "frame_max",
+                "channel_max",
+                "recv_oct",
+                "send_oct",
+                "recv_cnt",
+                "send_cnt",
+                "connected_at",
+                "type",
+            ];
+            table(
+                req,
+                &all,
+                &["user", "peer_host", "peer_port", "state"],
+                rows,
+            )
+        }
+        "list_channels" => {
+            let reports = admin.channels(std::time::Duration::from_secs(5)).await;
+            let rows = reports
+                .iter()
+                .flat_map(|(c, chans)| {
+                    chans.iter().map(move |ch| {
+                        obj(json!({
+                            "pid": pid(node, c.id, ch.number), "connection": pid(node, c.id, 0),
+                            "name": format!("{} ({})", c.name, ch.number), "number": ch.number,
+                            "user": c.user, "vhost": c.vhost, "consumer_count": ch.consumers,
+                            "messages_unacknowledged": ch.unacked,
+                            "messages_unconfirmed": ch.unconfirmed,
+                            "messages_uncommitted": ch.uncommitted,
+                            "acks_uncommitted": ch.acks_uncommitted,
+                            "prefetch_count": ch.prefetch, "global_prefetch_count": ch.global_prefetch,
+                            "confirm": ch.confirm, "transactional": ch.transactional,
+                        }))
+                    })
+                })
+                .collect();
+            let all = [
+                "pid",
+                "connection",
+                "name",
+                "number",
+                "user",
+                "vhost",
+                "consumer_count",
+                "messages_unacknowledged",
+                "messages_unconfirmed",
+                "messages_uncommitted",
+                "acks_uncommitted",
+                "prefetch_count",
+                "global_prefetch_count",
+                "confirm",
+                "transactional",
+            ];
+            table(
+                req,
+                &all,
+                &["pid", "user", "consumer_count", "messages_unacknowledged"],
+                rows,
+            )
+        }
+        "list_consumers" => {
+            let v = need_vhost()?;
+            let mut rows = Vec::new();
+            for q in v.queues() {
+                for c in q.snapshot().consumers_detail {
+                    rows.push(obj(json!({
+                        "queue_name": q.name, "channel_pid": pid(node, c.connection, c.channel),
+                        "consumer_tag": c.tag, "ack_required": !c.no_ack,
+                        "prefetch_count": c.prefetch, "active": true, "activity_status": "up",
+                        "exclusive": c.exclusive, "arguments": {},
+                    })));
+                }
+            }
+            let all = [
+                "queue_name",
+                "channel_pid",
+                "consumer_tag",
+                "ack_required",
+                "prefetch_count",
+                "active",
+                "activity_status",
+                "exclusive",
+                "arguments",
+            ];
+            let default = [
+                "queue_name",
+                "channel_pid",
+                "consumer_tag",
+                "ack_required",
+                "prefetch_count",
+                "active",
+                "arguments",
+            ];
+            table(req, &all, &default, rows)
+        }
+        "list_users" => {
+            let rows = access
+                .users()
+                .iter()
+                .map(|u| obj(json!({"user": u.name, "tags": u.tags})))
+                .collect();
+            table(req, &["user", "tags"], &["user", "tags"], rows)
+        }
+        "list_vhosts" => {
+            let rows = access
+                .vhosts()
+                .iter()
+                .map(|v| {
+                    obj(
+                        json!({"name": v.name, "description": v.description, "tags": v.tags,
+                               "tracing": false, "default_queue_type": "classic"}),
+                    )
+                })
+                .collect();
+            let all = [
+                "name",
+                "description",
+                "tags",
+                "tracing",
+                "default_queue_type",
+            ];
+            table(req, &all, &["name"], rows)
+        }
+        "list_permissions" => {
+            need_vhost()?;
+            let rows = access
+                .permissions()
+                .iter()
+                .filter(|p| p.vhost == vhost)
+                .map(|p| {
+                    obj(json!({"user": p.user, "configure": p.configure,
+                               "write": p.write, "read": p.read}))
+                })
+                .collect();
+            let cols = ["user", "configure", "write", "read"];
+            fixed(&cols, rows)
+        }
+        "list_user_permissions" => {
+            let user = arg(req, 0, "<username>")?;
+            if access.user(user).is_none() {
+                return Err(admin_error(AdminError::NoSuchUser(user.to_string())));
+            }
+            let rows = access
+                .permissions()
+                .iter()
+                .filter(|p| p.user == user)
+                .map(|p| {
+                    obj(json!({"vhost": p.vhost, "configure": p.configure,
+                               "write": p.write, "read": p.read}))
+                })
+                .collect();
+            let cols = ["vhost", "configure", "write", "read"];
+            fixed(&cols, rows)
+        }
+        "list_topic_permissions" => {
+            need_vhost()?;
+            let rows = access
+                .topic_permissions()
+                .iter()
+                .filter(|p| p.vhost == vhost)
+                .map(|p| {
+                    obj(json!({"user": p.user, "exchange": p.exchange,
+                               "write": p.write, "read": p.read}))
+                })
+                .collect();
+            let cols = ["user", "exchange", "write", "read"];
+            fixed(&cols, rows)
+        }
+        "list_policies" | "list_operator_policies" => {
+            need_vhost()?;
+            let kind = if req.command == "list_policies" {
+                PolicyKind::Regular
+            } else {
+                PolicyKind::Operator
+            };
+            let rows = access
+                .policies(kind, Some(&vhost))
+                .iter()
+                .map(|p| {
+                    obj(
+                        json!({"vhost": p.vhost, "name": p.name, "pattern": p.pattern,
+                               "apply-to": p.apply_to,
+                               "definition": Value::Object(p.definition.clone()).to_string(),
+                               "priority": p.priority}),
+                    )
+                })
+                .collect();
+            let cols = [
+                "vhost",
+                "name",
+                "pattern",
+                "apply-to",
+                "definition",
+                "priority",
+            ];
+            fixed(&cols, rows)
+        }
+        "add_user" => {
+            let user = arg(req, 0, "<username>")?;
+            let password = arg(req, 1, "<password>")?;
+            done(access.add_user(user, Some(password), &[]))
+        }
+        "delete_user" => done(admin.delete_user(arg(req, 0, "<username>")?).map(|_| ())),
+        "change_password" => {
+            let user = arg(req, 0, "<username>")?;
+            done(access.change_password(user, Some(arg(req, 1, "<password>")?)))
+        }
+        "clear_password" => done(access.change_password(arg(req, 0, "<username>")?, None)),
+        "authenticate_user" => {
+            let user = arg(req, 0, "<username>")?;
+            match access.check_password(user, arg(req, 1, "<password>")?) {
+                Ok(_) => Reply::text("Success"),
+                Err(_) => Reply::error(
+                    exit::DATAERR,
+                    format!("Error: failed to authenticate user \"{user}\"\nuser '{user}' - invalid credentials"),
+                ),
+            }
+        }
+        "set_user_tags" => {
+            let user = arg(req, 0, "<username>")?;
+            let tags: Vec<String> = req.args[1..].to_vec();
+            done(access.set_user_tags(user, &tags))
+        }
+        "add_vhost" => {
+            let name = arg(req, 0, "<vhost>")?;
+            let description = opt(req, "description")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let tags: Vec<String> = opt(req, "tags")
+                .and_then(Value::as_str)
+                .map(|t| {
+                    t.split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            done(admin.create_vhost(name, description, &tags).map(|_| ()))
+        }
+        "delete_vhost" => done(admin.delete_vhost(arg(req, 0, "<vhost>")?).map(|_| ())),
+        "set_permissions" => {
+            let user = arg(req, 0, "<username>")?;
+            let (c, w, r) = (
+                arg(req, 1, "<conf>")?,
+                arg(req, 2, "<write>")?,
+                arg(req, 3, "<read>")?,
+            );
+            done(access.set_permissions(user, &vhost, c, w, r))
+        }
+        "clear_permissions" => done(access.clear_permissions(arg(req, 0, "<username>")?, &vhost)),
+        "set_topic_permissions" => {
+            let user = arg(req, 0, "<username>")?;
+            let x = arg(req, 1, "<exchange>")?;
+            let (w, r) = (arg(req, 2, "<write>")?, arg(req, 3, "<read>")?);
+            done(access.set_topic_permissions(user, &vhost, x, w, r))
+        }
+        "clear_topic_permissions" => {
+            let user = arg(req, 0, "<username>")?;
+            done(access.clear_topic_permissions(user, &vhost, req.args.get(1).map(String::as_str)))
+        }
+        "set_vhost_limits" => {
+            let def = parse_json(arg(req, 0, "<definition>")?)?;
+            let mut limits = access.vhost(&vhost).map(|v| v.limits).unwrap_or_default();
+            apply_limit(&def, "max-connections", &mut limits.max_connections)?;
+            apply_limit(&def, "max-queues", &mut limits.max_queues)?;
+            done(access.set_vhost_limits(&vhost, limits))
+        }
+        "clear_vhost_limits" => done(access.set_vhost_limits(&vhost, VHostLimits::default())),
+        "set_user_limits" => {
+            let user = arg(req, 0, "<username>")?;
+            let def = parse_json(arg(req, 1, "<definition>")?)?;
+            let mut limits = access.user(user).map(|u| u.limits).unwrap_or_default();
+            apply_limit(&def, "max-connections", &mut limits.max_connections)?;
+            apply_limit(&def, "max-channels", &mut limits.max_channels)?;
+            done(access.set_user_limits(user, limits))
+        }
+        "clear_user_limits" => {
+            done(access.set_user_limits(arg(req, 0, "<username>")?, UserLimits::default()))
+        }
+        "set_policy" | "set_operator_policy" => {
+            let kind = if req.command == "set_policy" {
+                PolicyKind::Regular
+            } else {
+                PolicyKind::Operator
+            };
+            let name = arg(req, 0, "<name>")?;
+            let pattern = arg(req, 1, "<pattern>")?;
+            let definition = match parse_json(arg(req, 2, "<definition>")?)? {
+                Value::Object(m) => m,
+                _ => {
+                    return Err(Reply::error(
+                        exit::DATAERR,
+                        "The definition must be a JSON object",
+                    ))
+                }
+            };
+            let priority = match opt(req, "priority") {
+                None => 0,
+                Some(v) => v
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .or_else(|| v.as_i64())
+                    .ok_or_else(|| Reply::error(exit::USAGE, "priority must be an integer"))?,
+            };
+            let apply_to = opt(req, "apply-to")
+                .and_then(Value::as_str)
+                .unwrap_or("all")
+                .to_string();
+            let record = PolicyRecord {
+                vhost: vhost.clone(),
+                name: name.to_string(),
+                pattern: pattern.to_string(),
+                apply_to,
+                priority,
+                definition,
+            };
+            done(broker.put_policy(kind, record).map(|_| ()))
+        }
+        "clear_policy" | "clear_operator_policy" => {
+            let kind = if req.command == "clear_policy" {
+                PolicyKind::Regular
+            } else {
+                PolicyKind::Operator
+            };
+            done(broker.delete_policy(kind, &vhost, arg(req, 0, "<name>")?))
+        }
+        "purge_queue" => {
+            let name = arg(req, 0, "<queue>")?;
+            let v = need_vhost()?;
+            match v.purge_queue(name, CONTROL_CONNECTION) {
+                Ok(_) => Reply::ok(),
+                Err(_) => Reply::error(exit::UNAVAILABLE, "not_found"),
+            }
+        }
+        "delete_queue" => {
+            let name = arg(req, 0, "<queue>")?;
+            let v = need_vhost()?;
+            match v.delete_queue(
+                name,
+                flag(req, "if-unused"),
+                flag(req, "if-empty"),
+                CONTROL_CONNECTION,
+            ) {
+                Ok(n) => Reply::text(format!(
+                    "Queue was successfully deleted with {n} ready messages"
+                )),
+                Err(warren_broker::Error::QueueNotFound { .. }) => {
+                    Reply::error(exit::USAGE, "Queue not found")
+                }
+                Err(e) => Reply::error(exit::DATAERR, e.to_string()),
+            }
+        }
+        "close_connection" => {
+            let name = arg(req, 0, "<connection pid>")?;
+            let reason = arg(req, 1, "<explanation>")?;
+            let target = admin
+                .connections()
+                .iter()
+                .find(|c| c.name == name || pid(node, c.id, 0) == name)
+                .map(|c| c.name.clone());
+            match target {
+                Some(n) => {
+                    admin.close_connection(&n, reason);
+                    Reply::ok()
+                }
+                None => Reply::error(exit::DATAERR, format!("connection '{name}' not found")),
+            }
+        }
+        "close_all_connections" => {
+            let reason = arg(req, 0, "<explanation>")?;
+            let scope = if flag(req, "global") {
+                None
+            } else {
+                Some(vhost.as_str())
+            };
+            let n = admin.close_all_connections(scope, reason);
+            Reply::text(format!("Closed {n} connections"))
+        }
+        "set_vm_memory_high_watermark" => {
+            let bytes = watermark(&req.args)?;
+            admin.alarms().set_watermark_bytes(bytes);
+            Reply::ok()
+        }
+        "set_disk_free_limit" => {
+            let bytes = disk_limit(&req.args)?;
+            admin.alarms().set_disk_free_limit_bytes(bytes);
+            Reply::ok()
+        }
+        "eval" => eval(admin, arg(req, 0, "<expression>")?)?,
+        "check_local_alarms" | "check_alarms" => {
+            if admin.alarms().is_on() {
+                let s = *admin.alarms().subscribe().borrow();
+                let mut which = Vec::new();
+                if s.memory {
+                    which.push("memory");
+                }
+                if s.disk {
+                    which.push("disk");
+                }
+                Reply::error(
+                    exit::SOFTWARE,
+                    format!("Node {node} reported alarms: {}", which.join(", ")),
+                )
+            } else {
+                Reply::ok()
+            }
+        }
+        "listeners" => {
+            let mut rows = vec![listener_row(
+                node,
+                "amqp",
+                admin.amqp_addr(),
+                "AMQP 0-9-1 and AMQP 1.0",
+            )];
+            if let Some(a) = admin.amqps_addr() {
+                rows.push(listener_row(
+                    node,
+                    "amqp/ssl",
+                    a,
+                    "AMQP 0-9-1 and AMQP 1.0 over TLS",
+                ));
+            }
+            Reply {
+                rows,
+                ..Reply::default()
+            }
+        }
+        "check_port_connectivity" => {
+            let mut failed = Vec::new();
+            let mut addrs = vec![admin.amqp_addr()];
+            addrs.extend(admin.amqps_addr());
+            for a in addrs {
+                let target = if a.ip().is_unspecified() {
+                    std::net::SocketAddr::from(([127, 0, 0, 1], a.port()))
+                } else {
+                    a
+                };
+                if tokio::net::TcpStream::connect(target).await.is_err() {
+                    failed.push(a.port().to_string());
+                }
+            }
+            if failed.is_empty() {
+                Reply::ok()
+            } else {
+                Reply::error(
+                    exit::SOFTWARE,
+                    format!("Connection to ports {} failed", failed.join(", ")),
+                )
+            }
+        }
+        "check_protocol_listener" => {
+            let p = arg(req, 0, "<protocol>")?.to_ascii_lowercase();
+            let up = match p.as_str() {
+                "amqp" | "amqp091" | "amqp0-9-1" => true,
+                "amqps" | "amqp/ssl" | "amqp091/ssl" => admin.amqps_addr().is_some(),
+                "http" | "management" => admin.config().management.enabled,
+                "prometheus" | "http/prometheus" => admin.config().prometheus.enabled,
+                _ => false,
+            };
+            if up {
+                Reply::ok()
+            } else {
+                Reply::error(
+                    exit::SOFTWARE,
+                    format!("No active listener for protocol {p} was found"),
+                )
+            }
+        }
+        other => Reply::error(exit::USAGE, format!("Command '{other}' not found.")),
+    })
+}
+
+fn listener_row(
+    node: &str,
+    protocol: &str,
+    a: std::net::SocketAddr,
+    purpose: &str,
+) -> Map<String, Value> {
+    obj(
+        json!({"node": node, "protocol": protocol, "interface": a.ip().to_string(),
+               "port": a.port(), "purpose": purpose}),
+    )
+}
+
+/// A stand-in for an Erlang pid, unique per connection and channel: `<NODE.ID.CHANNEL>`.
+fn pid(node: &str, connection: u64, channel: u16) -> String {
+    format!("<{node}.{connection}.{channel}>")
+}
+
+fn parse_json(text: &str) -> Result<Value, Reply> {
+    serde_json::from_str(text)
+        .map_err(|e| Reply::error(exit::DATAERR, format!("could not parse JSON document: {e}")))
+}
+
+fn apply_limit(def: &Value, key: &str, slot: &mut Option<u64>) -> Result<(), Reply> {
+    match def.get(key) {
+        None => Ok(()),
+        Some(v) => match v.as_i64() {
+            Some(n) if n < 0 => {
+                *slot = None;
+                Ok(())
+            }
+            Some(n) => {
+                *slot = Some(n as u64);
+                Ok(())
+            }
+            None => Err(Reply::error(
+                exit::DATAERR,
+                format!("{key} must be an integer"),
+            )),
+        },
+    }
+}
+
+/// `set_vm_memory_high_watermark FRACTION` or `absolute BYTES` (with K/M/G units).
+fn watermark(args: &[String]) -> Result<u64, Reply> {
+    let usage = || {
+        Reply::error(
+            exit::USAGE,
+            "usage: set_vm_memory_high_watermark <fraction> | absolute <value>",
+        )
+    };
+    match args {
+        [fraction] => {
+            let f: f64 = fraction.parse().map_err(|_| usage())?;
+            if !(0.0..=1.0).contains(&f) {
+                return Err(Reply::error(
+                    exit::USAGE,
+                    "The threshold should be a fraction between 0.0 and 1.0",
+                ));
+            }
+            let total = warren_server::alarm::total_memory_bytes().unwrap_or(0);
+            Ok(((total as f64) * f).max(if f > 0.0 { 1.0 } else { 0.0 }) as u64)
+        }
+        [kw, value] if kw == "absolute" => crate::conf::bytes(value).ok_or_else(usage),
+        _ => Err(usage()),
+    }
+}
+
+/// `set_disk_free_limit BYTES` (with units) or `mem_relative FRACTION`.
+fn disk_limit(args: &[String]) -> Result<u64, Reply> {
+    let usage = || {
+        Reply::error(
+            exit::USAGE,
+            "usage: set_disk_free_limit <disk_limit> | mem_relative <fraction>",
+        )
+    };
+    match args {
+        [value] => crate::conf::bytes(value).ok_or_else(usage),
+        [kw, fraction] if kw == "mem_relative" => {
+            let f: f64 = fraction.parse().map_err(|_| usage())?;
+            let total = warren_server::alarm::total_memory_bytes().unwrap_or(0);
+            Ok(((total as f64) * f) as u64)
+        }
+        _ => Err(usage()),
+    }
+}
+
+/// `rabbitmqctl eval`: only what client test suites evaluate. Setting or clearing the
+/// memory alarm (`rabbit_alarm:set_alarm({{resource_limit, memory, node()}, []})`),
+/// and statistics tweaks that have no meaning here (accepted, no effect).
+fn eval(admin: &Admin, expr: &str) -> Result<Reply, Reply> {
+    let e: String = expr.chars().filter(|c| !c.is_whitespace()).collect();
+    let alarm = |on: bool| {
+        // A watermark of 1 byte trips the alarm; the configured one lifts it.
+        let bytes = if on {
+            1
+        } else {
+            admin.config().resources.watermark_bytes()
+        };
+        admin.alarms().set_watermark_bytes(bytes);
+        Ok(Reply::text("ok"))
+    };
+    if e.starts_with("rabbit_alarm:set_alarm(") && e.contains("memory") {
+        return alarm(true);
+    }
+    if e.starts_with("rabbit_alarm:clear_alarm(") && e.contains("memory") {
+        return alarm(false);
+    }
+    if e.starts_with("application:set_env(rabbit,collect_statistics_interval")
+        || e.starts_with("application:set_env(rabbitmq_management")
+    {
+        return Ok(Reply::text("ok"));
+    }
+    Err(Reply::error(
+        exit::SOFTWARE,
+        format!("Warren cannot evaluate Erlang expressions; supported: rabbit_alarm:set_alarm/clear_alarm of the memory alarm. Got: {expr}"),
+    ))
+}
+
+fn status(admin: &Admin, node: &str) -> Value {
+    let alarms = admin.alarms();
+    let s = *alarms.subscribe().borrow();
+    let mut listeners = vec![json!({"protocol": "amqp", "port": admin.amqp_addr().port(),
+                                    "interface": admin.amqp_addr().ip().to_string()})];
+    if let Some(a) = admin.amqps_addr() {
+        listeners.push(
+            json!({"protocol": "amqp/ssl", "port": a.port(), "interface": a.ip().to_string()}),
+        );
+    }
+    json!({
+        "node": node,
+        "pid": std::process::id(),
+        "product_name": admin.config().identity.resolved().product,
+        "product_version": admin.config().identity.resolved().version,
+        "rabbitmq_version": warren_server::config::RABBITMQ_VERSION,
+        "data_directory": admin.config().data_dir.display().to_string(),
+        "memory": {"total": warren_server::alarm::rss_bytes().unwrap_or(0)},
+        "vm_memory_high_watermark_limit": alarms.watermark_bytes(),
+        "disk_free": warren_server::alarm::available_bytes(&admin.config().data_dir).unwrap_or(0),
+        "disk_free_limit": admin.config().resources.disk_free_limit_bytes,
+        "alarms": {"memory": s.memory, "disk": s.disk},
+        "listeners": listeners,
+        "connections": admin.connections().len(),
+        "file_descriptors": {"used": warren_server::alarm::open_fds().unwrap_or(0),
+                             "limit": warren_server::alarm::max_fds().unwrap_or(0)},
+    })
+}
