@@ -98,6 +98,11 @@ pid_of_warren=$pid
   --duration 1 --quiet --broker-pid "$pid_of_warren" | grep '^JSON ' >/dev/null
 cargo bench --no-run -p warren-perf >/dev/null
 
+# Warren's own rabbitmqadmin (a link to the binary), compared with the script above.
+admin_links="$data/links"
+./target/release/warren install-links "$admin_links" >/dev/null
+export RABBITMQADMIN_NATIVE="$admin_links/rabbitmqadmin"
+
 MANAGEMENT_URL="${MANAGEMENT_URL:-http://127.0.0.1:$mport}" AMQP_URL="amqp://guest:guest@$addr/%2F" "$venv/bin/python" -m pytest -q -p no:cacheprovider conformance/
 
 echo "== pytest-rabbitmq fixtures driving Warren as rabbitmq-server / rabbitmqctl"

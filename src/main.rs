@@ -157,12 +157,14 @@ fn main() -> ExitCode {
         "rabbitmq-diagnostics" => return tool(Tool::Diagnostics, &rest(1)),
         "rabbitmq-plugins" => return tool(Tool::Plugins, &rest(1)),
         "rabbitmq-server" => return rabbitmq_server(&rest(1)),
+        "rabbitmqadmin" => return rabbitmqadmin(&rest(1)),
         _ => {}
     }
     match args.get(1).map(String::as_str) {
         Some("ctl") => return tool(Tool::Ctl, &rest(2)),
         Some("diagnostics") => return tool(Tool::Diagnostics, &rest(2)),
         Some("plugins") => return tool(Tool::Plugins, &rest(2)),
+        Some("admin") => return rabbitmqadmin(&rest(2)),
         Some("install-links") => return install_links(args.get(2).map(String::as_str)),
         _ => {}
     }
@@ -194,8 +196,34 @@ fn tool(which: Tool, args: &[String]) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(70))
 }
 
-/// `warren install-links DIR`: `rabbitmq-server`, `rabbitmqctl`, `rabbitmq-diagnostics`
-/// and `rabbitmq-plugins` as symbolic links to this binary.
+/// Runs `rabbitmqadmin` (the v1 syntax, over the management HTTP API).
+fn rabbitmqadmin(args: &[String]) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rabbitmqadmin: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let (mut out, mut err, mut stdin) = (
+        std::io::stdout().lock(),
+        std::io::stderr().lock(),
+        std::io::stdin().lock(),
+    );
+    let mut io = warren_ctl::admin::Io {
+        out: &mut out,
+        err: &mut err,
+        stdin: &mut stdin,
+    };
+    let code = runtime.block_on(warren_ctl::admin::run(args, &mut io));
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// `warren install-links DIR`: `rabbitmq-server`, `rabbitmqctl`, `rabbitmq-diagnostics`,
+/// `rabbitmq-plugins` and `rabbitmqadmin` as symbolic links to this binary.
 fn install_links(dir: Option<&str>) -> ExitCode {
     let Some(dir) = dir else {
         eprintln!("usage: warren install-links DIR");
@@ -217,6 +245,7 @@ fn install_links(dir: Option<&str>) -> ExitCode {
         "rabbitmqctl",
         "rabbitmq-diagnostics",
         "rabbitmq-plugins",
+        "rabbitmqadmin",
     ] {
         let link = std::path::Path::new(dir).join(name);
         let _ = std::fs::remove_file(&link);

@@ -338,6 +338,7 @@ fn install_links_makes_the_rabbitmq_names() {
         "rabbitmqctl",
         "rabbitmq-diagnostics",
         "rabbitmq-plugins",
+        "rabbitmqadmin",
     ] {
         assert!(Path::new(&tools.bin(name)).exists(), "{name}");
     }
@@ -686,4 +687,183 @@ fn rabbitmq_server_detached_runs_in_the_background_until_stopped() {
         assert!(std::time::Instant::now() < deadline, "node still answers");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Runs the native `rabbitmqadmin` against a management listener; `stdin` is its input.
+fn rabbitmqadmin(tools: &Tools, port: u16, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(tools.bin("rabbitmqadmin"))
+        .env("HOME", tools.dir.path())
+        .args(["-H", "127.0.0.1", "-P", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rabbitmqadmin");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmqadmin_declares_lists_publishes_gets_and_fails_as_the_v1_tool() {
+    let tools = Tools::new();
+    let broker = crate::util::TestBroker::start().await;
+    let http = warren_management::start(broker.running().admin(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("management API starts");
+    let port = http.local_addr().port();
+    // Every blocking call runs off the runtime's threads.
+    let run = |args: Vec<&'static str>, stdin: &'static str| {
+        let tools = &tools;
+        tokio::task::block_in_place(move || rabbitmqadmin(tools, port, &args, stdin))
+    };
+
+    let o = run(
+        vec![
+            "declare",
+            "queue",
+            "name=adm-q",
+            "durable=false",
+            r#"arguments={"x-max-length": 5}"#,
+        ],
+        "",
+    );
+    assert_eq!(
+        (o.status.code(), text(&o)),
+        (Some(0), "queue declared\n".into())
+    );
+    let o = run(vec!["publish", "routing_key=adm-q", "payload=hello"], "");
+    assert_eq!(text(&o), "Message published\n");
+    // Without payload=, the body is standard input.
+    let o = run(vec!["publish", "routing_key=adm-q"], "from stdin");
+    assert_eq!(text(&o), "Message published\n");
+    let o = run(
+        vec![
+            "publish",
+            "exchange=amq.direct",
+            "routing_key=nowhere",
+            "payload=x",
+        ],
+        "",
+    );
+    assert_eq!(text(&o), "Message published but NOT routed\n");
+
+    // Counts are exact at once, so the table shows both messages.
+    let o = run(
+        vec![
+            "list",
+            "queues",
+            "name",
+            "messages",
+            "arguments.x-max-length",
+        ],
+        "",
+    );
+    let table = text(&o);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines[0], lines[2], "{table}");
+    assert!(
+        lines[1].starts_with("| name  | messages | arguments.x-max-length |"),
+        "{table}"
+    );
+    assert!(
+        lines.contains(&"| adm-q | 2        | 5                      |"),
+        "{table}"
+    );
+    let o = run(
+        vec!["-f", "tsv", "-q", "list", "queues", "name", "durable"],
+        "",
+    );
+    assert_eq!(text(&o), "adm-q\tFalse\n");
+    let o = run(vec!["-f", "kvp", "list", "exchanges", "name", "type"], "");
+    assert!(
+        text(&o).contains("name=\"amq.topic\" type=\"topic\"\n"),
+        "{}",
+        text(&o)
+    );
+    let o = run(vec!["-f", "pretty_json", "list", "vhosts", "name"], "");
+    assert_eq!(text(&o), "[\n  {\n    \"name\": \"/\"\n  }\n]\n");
+
+    let o = run(
+        vec![
+            "-f",
+            "raw_json",
+            "get",
+            "queue=adm-q",
+            "count=2",
+            "ackmode=ack_requeue_false",
+        ],
+        "",
+    );
+    let got: serde_json::Value = serde_json::from_str(&text(&o)).expect("JSON");
+    let payloads: Vec<&str> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["payload"].as_str().unwrap())
+        .collect();
+    assert_eq!(payloads, ["hello", "from stdin"]);
+    assert_eq!(
+        text(&run(vec!["list", "queues", "name"], ""))
+            .lines()
+            .count(),
+        5
+    );
+    assert_eq!(
+        text(&run(vec!["purge", "queue", "name=adm-q"], "")),
+        "queue purged\n"
+    );
+    assert_eq!(
+        text(&run(vec!["delete", "queue", "name=adm-q"], "")),
+        "queue deleted\n"
+    );
+
+    // Errors: a missing object, wrong credentials, usage and option errors.
+    let o = run(vec!["delete", "queue", "name=adm-q"], "");
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "*** Not found: /api/queues/%2F/adm-q\n\n"
+    );
+    let o = run(vec!["-p", "wrong", "list", "queues"], "");
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "*** Access refused: /api/queues?columns=name,messages\n\n"
+    );
+    let o = run(vec!["declare", "queue"], "");
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "\nERROR: mandatory argument \"name\" is required\n\nrabbitmqadmin --help for help\n\n"
+    );
+    let o = run(vec!["--bogus"], "");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .ends_with("rabbitmqadmin: error: no such option: --bogus\n"));
+    // A bad body is refused by the API with its reason.
+    let o = run(
+        vec![
+            "declare",
+            "queue",
+            "name=adm-bad",
+            r#"arguments={"x-max-length": "x"}"#,
+        ],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).starts_with("*** "),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // No server at all.
+    let o = tokio::task::block_in_place(|| rabbitmqadmin(&tools, 1, &["list", "queues"], ""));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "*** Could not connect: [Errno 111] Connection refused\n\n"
+    );
 }

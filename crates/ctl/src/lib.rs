@@ -6,6 +6,7 @@
 //! The tools and the node exchange one JSON line each way ([`protocol`]); every command
 //! is one engine operation on the node (the same ones the management API calls).
 
+pub mod admin;
 pub mod cli;
 pub mod conf;
 pub mod node;
