@@ -317,12 +317,38 @@ fn serve(config: Config, node: String, strict_node: bool, ignored: Vec<String>) 
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only on a terminal: log files and pipes get plain text.
+    // Standard output (colours only on a terminal) and/or a log file (plain text).
+    let file = match &config.log_file {
+        Some(path) => match open_log_file(path) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("warren: cannot open the log file {}: {e}", path.display());
+                return ExitCode::from(78);
+            }
+        },
+        None => None,
+    };
+    let console = config.log_console;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let stdout_layer = console.then(|| tracing_subscriber::fmt::layer().with_ansi(ansi));
+        let file_layer = file.map(|f| {
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+        });
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(stdout_layer)
+            .with(file_layer)
+            .init();
+    }
+    if let (false, Some(path)) = (console, &config.log_file) {
+        // RabbitMQ's banner names the log file when it does not log to the console.
+        println!("  Logs: {}", path.display());
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -448,6 +474,14 @@ fn serve(config: Config, node: String, strict_node: bool, ignored: Vec<String>) 
             plugins.len(),
             server.local_addr()
         );
+        if !console {
+            // Wait strategies read standard output even when the log goes to a file.
+            println!(
+                "Server startup complete; {} plugins started. AMQP listener on {}",
+                plugins.len(),
+                server.local_addr()
+            );
+        }
         for p in &plugins {
             tracing::info!(" * {p}");
         }
@@ -464,6 +498,17 @@ fn serve(config: Config, node: String, strict_node: bool, ignored: Vec<String>) 
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// Opens (creating it and its directory) a log file for appending.
+fn open_log_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
 }
 
 /// `rabbitmqctl stop`: wakes the main task as SIGTERM would.

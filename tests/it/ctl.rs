@@ -121,6 +121,14 @@ async fn a_fixture_drives_two_nodes_by_name_and_by_environment() {
         .join("mnesia")
         .join(format!("test2@{host}"))
         .is_dir());
+    // Each node logs to RABBITMQ_LOG_BASE/NODE.log, as RabbitMQ does (and not to
+    // standard output, which had only the banner's log path and the startup line).
+    for node in ["test1", "test2"] {
+        let log = std::fs::read_to_string(tools.dir.path().join(format!("{node}@{host}.log")))
+            .expect("the node's log file");
+        assert!(log.contains("Server startup complete;"), "{log}");
+        assert!(log.contains(&format!("{node}@{host}")), "{log}");
+    }
     // By -n, and by the environment alone.
     let o = tools.run(
         "rabbitmqctl",
@@ -637,6 +645,46 @@ async fn trace_on_copies_publishes_and_deliveries_to_the_firehose() {
     assert_eq!(
         left, 3,
         "one copy per basic.get on the firehose while tracing"
+    );
+    // The switch is kept across a restart, as RabbitMQ keeps it in the vhost's metadata.
+    assert!(tools
+        .run("rabbitmqctl", Some("tracer"), &["trace_on"])
+        .status
+        .success());
+    let tracing = || {
+        text(&tools.run(
+            "rabbitmqctl",
+            Some("tracer"),
+            &["-q", "list_vhosts", "name", "tracing"],
+        ))
+    };
+    assert_eq!(tracing(), "name\ttracing\n/\ttrue\n");
+    drop(conn);
+    assert!(tools
+        .run("rabbitmqctl", Some("tracer"), &["stop"])
+        .status
+        .success());
+    assert!(wait_exit(&mut node).success());
+    let (mut node, port) = tools.start_node("tracer");
+    assert_eq!(tracing(), "name\ttracing\n/\ttrue\n");
+    let conn = crate::util::connect_uri(&format!("amqp://guest:guest@127.0.0.1:{port}/%2f"))
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    crate::util::declare_queue(&ch, "firehose2").await;
+    ch.queue_bind(
+        crate::util::ss("firehose2"),
+        crate::util::ss("amq.rabbitmq.trace"),
+        crate::util::ss("publish.#"),
+        QueueBindOptions::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    crate::util::publish(&ch, "", "work", b"after restart").await;
+    assert_eq!(
+        get("firehose2", ch.clone()).await.delivery.data,
+        b"after restart"
     );
     assert!(tools
         .run("rabbitmqctl", Some("tracer"), &["stop"])

@@ -212,6 +212,10 @@ pub struct VHostInfo {
     /// Limits.
     #[serde(default)]
     pub limits: VHostLimits,
+    /// The firehose (`rabbitmqctl trace_on`) is on; kept across restarts, as RabbitMQ
+    /// keeps it in the vhost's metadata.
+    #[serde(default)]
+    pub tracing: bool,
 }
 
 /// A user's permissions in a vhost: three regular expressions.
@@ -847,7 +851,10 @@ impl Access {
             inner.global_parameters.insert(g.name.clone(), g.clone());
         }
         for v in &state.vhosts {
-            inner.vhosts.insert(v.name.clone(), v.clone());
+            let mut v = v.clone();
+            // Definitions do not carry the firehose switch: an existing vhost keeps it.
+            v.tracing |= inner.vhosts.get(&v.name).is_some_and(|old| old.tracing);
+            inner.vhosts.insert(v.name.clone(), v);
         }
         for p in &state.permissions {
             inner
@@ -1072,9 +1079,24 @@ impl Access {
                     description: description.to_string(),
                     tags: tags.to_vec(),
                     limits: VHostLimits::default(),
+                    tracing: false,
                 },
             );
             Ok(())
+        })
+    }
+
+    /// Records whether a vhost's firehose is on.
+    ///
+    /// # Errors
+    /// No such vhost, or the state cannot be written.
+    pub fn set_vhost_tracing(&self, name: &str, on: bool) -> Result<(), AdminError> {
+        self.change(|inner| match inner.vhosts.get_mut(name) {
+            Some(v) => {
+                v.tracing = on;
+                Ok(())
+            }
+            None => Err(AdminError::NoSuchVHost(name.to_string())),
         })
     }
 

@@ -223,6 +223,7 @@ pub fn parse_access(json: &str) -> Result<(AccessState, Vec<(String, usize)>), S
             description,
             tags: vtags,
             limits: vhost_limits(v.get("limits"), &at)?,
+            tracing: false,
         });
     }
     for (i, p) in list(&doc, "permissions")?.iter().enumerate() {

@@ -132,7 +132,7 @@ impl Broker {
         }
         // Vhosts created at run time that hold no durable definitions yet.
         for v in b.access.vhosts() {
-            b.add_vhost(&v.name);
+            b.add_vhost(&v.name).set_tracing(v.tracing);
         }
         if fresh {
             b.add_vhost("/");
@@ -181,6 +181,21 @@ impl Broker {
         self.access.add_vhost(name, description, tags)?;
         tracing::info!(vhost = %name, "vhost created");
         Ok(self.add_vhost(name))
+    }
+
+    /// Switches a vhost's firehose on or off (`trace_on` / `trace_off`, the management
+    /// API's `tracing` field) and records it, so it survives a restart.
+    ///
+    /// # Errors
+    /// No such vhost, or the state cannot be written.
+    pub fn set_tracing(&self, name: &str, on: bool) -> Result<(), access::AdminError> {
+        let Some(v) = self.vhost(name) else {
+            return Err(access::AdminError::NoSuchVHost(name.to_string()));
+        };
+        self.access.set_vhost_tracing(name, on)?;
+        v.set_tracing(on);
+        tracing::info!(vhost = %name, on, "tracing switched");
+        Ok(())
     }
 
     /// Makes sure a vhost exists (configuration seeding): creates what is missing.

@@ -23,6 +23,10 @@ pub struct Launch {
     pub plugins: Option<Vec<String>>,
     /// Files read.
     pub files: Vec<PathBuf>,
+    /// `log.file` as written (`false`, or a path relative to the log directory).
+    log_file: Option<String>,
+    /// `log.console` was set explicitly.
+    log_console_set: bool,
 }
 
 /// A malformed `rabbitmq.conf` or an invalid value.
@@ -223,13 +227,11 @@ pub fn apply_conf(
             }
             "log.console.level" | "log.default.level" => config.log_level = v.to_string(),
             "log.console" => {
-                // Warren always logs to stdout.
-                if v == "false" {
-                    launch.ignored.push(format!(
-                        "{key} = false (Warren always logs to standard output)"
-                    ));
-                }
+                config.log_console = bool_of(v).ok_or_else(|| bad("true or false"))?;
+                launch.log_console_set = true;
             }
+            "log.file" => launch.log_file = Some(v.to_string()),
+            "log.file.level" => config.log_level = v.to_string(),
             "cluster_name" => config.identity.cluster_name = v.to_string(),
             "anonymous_login_user" => config.auth.anonymous_login_user = Some(v.to_string()),
             "anonymous_login_pass" => config.auth.anonymous_login_pass = Some(v.to_string()),
@@ -375,9 +377,28 @@ pub fn apply_environment(
         config.prometheus.enabled = plugins.iter().any(|p| p == "rabbitmq_prometheus");
         launch.plugins = Some(plugins);
     }
+    // Where RabbitMQ would log: RABBITMQ_LOGS (a file, or "-" for standard output),
+    // else log.file (relative to RABBITMQ_LOG_BASE), else RABBITMQ_LOG_BASE/NODE.log.
+    // Logging to a file turns standard output off unless log.console = true, as in
+    // RabbitMQ (the startup line still reaches standard output: see Launch).
+    let base = env("RABBITMQ_LOG_BASE").map(PathBuf::from);
+    let file = match (env("RABBITMQ_LOGS"), launch.log_file.as_deref()) {
+        (Some(l), _) if l == "-" => None,
+        (Some(l), _) => Some(PathBuf::from(l)),
+        (None, Some("false")) => None,
+        (None, Some(f)) => Some(match &base {
+            Some(b) if Path::new(f).is_relative() => b.join(f),
+            _ => PathBuf::from(f),
+        }),
+        (None, None) => base.map(|b| b.join(format!("{}.log", launch.node))),
+    };
+    if let Some(f) = file {
+        config.log_file = Some(f);
+        if !launch.log_console_set {
+            config.log_console = false;
+        }
+    }
     for var in [
-        "RABBITMQ_LOG_BASE",
-        "RABBITMQ_LOGS",
         "RABBITMQ_DIST_PORT",
         "RABBITMQ_USE_LONGNAME",
         "RABBITMQ_ERLANG_COOKIE",
@@ -385,9 +406,9 @@ pub fn apply_environment(
         "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
     ] {
         if env(var).is_some() {
-            launch
-                .ignored
-                .push(format!("${var} (no meaning for Warren: it logs to standard output and has no Erlang distribution)"));
+            launch.ignored.push(format!(
+                "${var} (no meaning for Warren: it has no Erlang distribution)"
+            ));
         }
     }
     Ok(launch)
@@ -491,5 +512,57 @@ mod tests {
         assert!(c.management.enabled);
         assert!(!c.prometheus.enabled);
         assert_eq!(l.ignored.len(), 1);
+    }
+
+    #[test]
+    fn log_destinations_follow_rabbitmq() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |conf: &str, vars: &[(&str, &str)]| {
+            let path = dir.path().join("rabbitmq.conf");
+            std::fs::write(&path, conf).unwrap();
+            let mut vars: std::collections::HashMap<String, String> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            vars.insert("RABBITMQ_CONFIG_FILE".into(), path.display().to_string());
+            vars.insert("RABBITMQ_NODENAME".into(), "n1@h".into());
+            let env = |k: &str| vars.get(k).cloned();
+            let mut c = Config::default();
+            apply_environment(&mut c, &env).unwrap();
+            (c.log_file, c.log_console)
+        };
+        // Nothing set: standard output only.
+        assert_eq!(run("", &[]), (None, true));
+        // RABBITMQ_LOG_BASE: NODE.log there, and no console (RabbitMQ's default).
+        assert_eq!(
+            run("", &[("RABBITMQ_LOG_BASE", "/var/log/r")]),
+            (Some(PathBuf::from("/var/log/r/n1@h.log")), false)
+        );
+        // log.file is relative to the log directory; log.console = true keeps both.
+        assert_eq!(
+            run(
+                "log.file = broker.log\nlog.console = true\n",
+                &[("RABBITMQ_LOG_BASE", "/var/log/r")]
+            ),
+            (Some(PathBuf::from("/var/log/r/broker.log")), true)
+        );
+        assert_eq!(
+            run("log.file = false\n", &[("RABBITMQ_LOG_BASE", "/x")]),
+            (None, true)
+        );
+        // RABBITMQ_LOGS wins: a path, or "-" for standard output.
+        assert_eq!(
+            run("", &[("RABBITMQ_LOGS", "-"), ("RABBITMQ_LOG_BASE", "/x")]),
+            (None, true)
+        );
+        assert_eq!(
+            run("", &[("RABBITMQ_LOGS", "/tmp/a.log")]),
+            (Some(PathBuf::from("/tmp/a.log")), false)
+        );
+        let path = dir.path().join("rabbitmq.conf");
+        std::fs::write(&path, "log.console = maybe\n").unwrap();
+        let env = |k: &str| (k == "RABBITMQ_CONFIG_FILE").then(|| path.display().to_string());
+        let e = apply_environment(&mut Config::default(), &env).unwrap_err();
+        assert!(e.to_string().contains(":1:"), "{e}");
     }
 }

@@ -259,8 +259,8 @@ async fn run(
         }
         "reset" | "force_reset" => done(admin.reset()),
         "trace_on" | "trace_off" => {
-            need_vhost()?.set_tracing(req.command == "trace_on");
-            Reply::ok()
+            need_vhost()?;
+            done(broker.set_tracing(&vhost, req.command == "trace_on"))
         }
         "export_definitions" => {
             let id = admin.config().identity.resolved();
@@ -538,7 +538,7 @@ async fn run(
                 .map(|v| {
                     obj(
                         json!({"name": v.name, "description": v.description, "tags": v.tags,
-                               "tracing": false, "default_queue_type": "classic"}),
+                               "tracing": v.tracing, "default_queue_type": "classic"}),
                     )
                 })
                 .collect();

@@ -640,14 +640,27 @@ async fn put_vhost(
     let b = json::body(&body)?;
     let description = json::string(&b, "description")?.unwrap_or_default();
     let tags = tags_field(&b)?;
-    if state.admin.access().vhost(&vh).is_some() {
-        return Ok(StatusCode::NO_CONTENT);
+    let tracing = match b.get("tracing") {
+        Some(v) if !v.is_null() => Some(json::boolean(&b, "tracing", false)?),
+        _ => None,
+    };
+    let status = if state.admin.access().vhost(&vh).is_some() {
+        StatusCode::NO_CONTENT
+    } else {
+        state
+            .admin
+            .create_vhost(&vh, &description, &tags)
+            .map_err(ApiError::admin)?;
+        StatusCode::CREATED
+    };
+    if let Some(on) = tracing {
+        state
+            .admin
+            .broker()
+            .set_tracing(&vh, on)
+            .map_err(ApiError::admin)?;
     }
-    state
-        .admin
-        .create_vhost(&vh, &description, &tags)
-        .map_err(ApiError::admin)?;
-    Ok(StatusCode::CREATED)
+    Ok(status)
 }
 
 async fn delete_vhost(

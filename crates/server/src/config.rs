@@ -20,6 +20,11 @@ pub struct Config {
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing directive).
     /// `RUST_LOG` overrides it.
     pub log_level: String,
+    /// Also log to this file, appending (RabbitMQ's `log.file`; the `rabbitmq-server`
+    /// launcher sets it from `RABBITMQ_LOG_BASE` / `RABBITMQ_LOGS` as RabbitMQ does).
+    pub log_file: Option<PathBuf>,
+    /// Log to standard output (RabbitMQ's `log.console`).
+    pub log_console: bool,
     /// Protocol and resource limits.
     pub limits: Limits,
     /// Users and their access.
@@ -325,6 +330,8 @@ impl Default for Config {
             listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 5672)),
             data_dir: PathBuf::from("./data"),
             log_level: "info".into(),
+            log_file: None,
+            log_console: true,
             limits: Limits::default(),
             auth: Auth::default(),
             vhosts: vec!["/".into()],

@@ -356,9 +356,11 @@ fn resolve_options(cli: HashMap<String, String>, err: &mut dyn Write) -> R<Optio
                 }
             }
             None if node == "default" => {}
-            None => return Err(Stop::Usage(format!(
+            None => {
+                return Err(Stop::Usage(format!(
                 "Could not read section '{node}' in config file '{path}':\n   No section: '{node}'"
-            ))),
+            )))
+            }
         }
     }
     values.extend(cli);
