@@ -44,6 +44,8 @@ command -v openssl >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-ge
 conf="$data/warren.toml"
 sed -e 's/^mechanisms = .*/mechanisms = ["PLAIN", "AMQPLAIN", "EXTERNAL"]/' \
     -e 's/^ssl_cert_login_from = .*/ssl_cert_login_from = "common_name"/' config.toml >"$conf"
+# A node name and private control directory, for rabbitmqctl (conformance/test_rabbitmqctl.py).
+RABBITMQ_NODENAME=warren-conformance WARREN_CONTROL_DIR="$data/ctl" \
 ./target/release/warren --config "$conf" --listen "[::]:0" --management-listen 127.0.0.1:0 --prometheus-listen 127.0.0.1:0 --data-dir "$data/db" \
   --tls-listen 127.0.0.1:0 --tls-cert "$pki/server.pem" --tls-key "$pki/server.key" --tls-ca "$pki/ca.pem" --tls-verify peer >"$log" 2>&1 &
 pid=$!
@@ -102,6 +104,7 @@ cargo bench --no-run -p warren-perf >/dev/null
 admin_links="$data/links"
 ./target/release/warren install-links "$admin_links" >/dev/null
 export RABBITMQADMIN_NATIVE="$admin_links/rabbitmqadmin"
+export RABBITMQCTL="env WARREN_CONTROL_DIR=$data/ctl $admin_links/rabbitmqctl -n warren-conformance"
 
 MANAGEMENT_URL="${MANAGEMENT_URL:-http://127.0.0.1:$mport}" AMQP_URL="amqp://guest:guest@$addr/%2F" "$venv/bin/python" -m pytest -q -p no:cacheprovider conformance/
 

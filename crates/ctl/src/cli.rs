@@ -158,11 +158,6 @@ pub async fn run(tool: Tool, args: &[String]) -> i32 {
             .options
             .insert("document".into(), Value::String(text));
     }
-    if !inv.quiet {
-        if let Some(banner) = banner(&inv.request, &node) {
-            println!("{banner}");
-        }
-    }
     let timeout = Duration::from_secs_f64(inv.timeout.unwrap_or(60.0).max(0.001));
     let reply = match tokio::time::timeout(timeout, call(&node, &inv.request)).await {
         Err(_) => {
@@ -182,6 +177,18 @@ pub async fn run(tool: Tool, args: &[String]) -> i32 {
         }
         Ok(Ok(r)) => r,
     };
+    // The banner comes once the node answered (none when it is down), and not for an
+    // argument error, as rabbitmqctl validates those before it starts.
+    let argument_error = reply.code == exit::USAGE
+        && (reply.message.starts_with("Info key(s)")
+            || reply.message.starts_with("Command '")
+            || reply.message.starts_with("not enough arguments"));
+    // (--formatter json prints the JSON alone.)
+    if !inv.quiet && !inv.json && !argument_error {
+        if let Some(banner) = banner(&inv.request, &node) {
+            println!("{banner}");
+        }
+    }
     render(&inv, &node, reply)
 }
 
@@ -285,9 +292,19 @@ fn render(inv: &Invocation, node: &str, reply: Reply) -> i32 {
         let msg = &reply.message;
         if reply.code == exit::USAGE && msg.starts_with("Command '") {
             eprintln!("\n{msg} \n");
-        } else if reply.code == exit::USAGE && msg.starts_with("Info key(s)") {
-            eprintln!("Error (argument validation): {msg}");
-        } else if matches!(inv.request.command.as_str(), "delete_vhost") {
+        } else if reply.code == exit::USAGE
+            && (msg.starts_with("Info key(s)") || msg.starts_with("not enough arguments"))
+        {
+            let given: Vec<&str> = std::iter::once(inv.request.command.as_str())
+                .chain(inv.request.args.iter().map(String::as_str))
+                .collect();
+            eprintln!(
+                "Error (argument validation): {msg}\nArguments given:\n\t{}\n",
+                given.join(" ")
+            );
+        } else if inv.request.command == "delete_vhost"
+            || msg.starts_with("Virtual host '") && msg.ends_with("' does not exist")
+        {
             eprintln!("{msg}");
         } else {
             eprintln!("Error:\n{msg}");
@@ -351,32 +368,125 @@ fn render_document(inv: &Invocation, node: &str, doc: &Value) -> String {
     if inv.json {
         return doc.to_string();
     }
+    // rabbitmqctl status: bold section titles (also when not on a terminal, as
+    // rabbitmqctl does), sizes in gigabytes as it rounds them.
+    let title = |t: &str| format!("\u{1b}[1m{t}\u{1b}[0m\n\n");
     let get = |k: &str| doc.get(k).map(cell).unwrap_or_default();
-    format!(
-        "Runtime\n\nOS PID: {}\nProduct name: {}\nProduct version: {}\nRabbitMQ version: {}\nNode name: {node}\n\nData directory\n\nNode data directory: {}\n\nMemory\n\nTotal memory used: {} bytes\nMemory high watermark: {} bytes\n\nFree Disk Space\n\nLow free disk space watermark: {} bytes\nFree disk space: {} bytes\n\nAlarms\n\n{}\n\nListeners\n\n{}",
+    let num = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let list = |v: &Value| -> String {
+        v.as_array()
+            .map(|a| a.iter().map(|x| format!(" * {}\n", cell(x))).collect())
+            .unwrap_or_default()
+    };
+    let mut o = String::new();
+    o += &title("Runtime");
+    o += &format!(
+        "OS PID: {}\nOS: {}\nUptime (seconds): {}\nIs under maintenance?: false\nRabbitMQ version: {}\nNode name: {node}\nProduct name: {}\nProduct version: {}\n\n",
         get("pid"),
+        get("os"),
+        get("uptime"),
+        get("rabbitmq_version"),
         get("product_name"),
         get("product_version"),
-        get("rabbitmq_version"),
-        get("data_directory"),
-        doc["memory"]["total"],
-        get("vm_memory_high_watermark_limit"),
-        get("disk_free_limit"),
-        get("disk_free"),
-        if doc["alarms"]["memory"] == true || doc["alarms"]["disk"] == true {
-            format!("memory: {}, disk: {}", doc["alarms"]["memory"], doc["alarms"]["disk"])
-        } else {
+    );
+    o += &title("Plugins");
+    o += &format!("Enabled plugins:\n\n{}\n", list(&doc["active_plugins"]));
+    o += &title("Data directory");
+    o += &format!("Node data directory: {}\n\n", get("data_directory"));
+    o += &title("Config files");
+    o += "\n";
+    o += &title("Log file(s)");
+    o += &format!("{}\n", list(&doc["log_files"]));
+    o += &title("Alarms");
+    let alarms: Vec<String> = doc["alarms"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| {
+                    let r = cell(&x["resource"]);
+                    let r = if r == "disk" {
+                        "Free disk space".to_string()
+                    } else {
+                        let mut c = r.chars();
+                        c.next()
+                            .map(|f| f.to_uppercase().chain(c).collect())
+                            .unwrap_or_default()
+                    };
+                    format!("{r} alarm on node {node}")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    o += &format!(
+        "{}\n\n",
+        if alarms.is_empty() {
             "(none)".to_string()
-        },
-        doc["listeners"]
-            .as_array()
-            .map(|ls| ls
-                .iter()
-                .map(|l| format!("Interface: {}, port: {}, protocol: {}", cell(&l["interface"]), l["port"], cell(&l["protocol"])))
-                .collect::<Vec<_>>()
-                .join("\n"))
-            .unwrap_or_default(),
-    )
+        } else {
+            alarms.join("\n")
+        }
+    );
+    o += &title("Memory");
+    let setting = match doc["vm_memory_high_watermark_setting"].get("relative") {
+        Some(r) => format!("{} of available memory", cell(r)),
+        None => format!(
+            "{} bytes",
+            cell(&doc["vm_memory_high_watermark_setting"]["absolute"])
+        ),
+    };
+    o += &format!(
+        "Total memory used: {} gb\nCalculation strategy: rss\nMemory high watermark setting: {setting}, computed to: {} gb\n\n",
+        gb(num(&doc["memory"]["total"]["rss"]), 2),
+        gb(num(&doc["vm_memory_high_watermark_limit"]), 4),
+    );
+    o += &title("File Descriptors");
+    let fd = &doc["file_descriptors"];
+    o += &format!(
+        "Total: {}, limit: {}\nSockets: {}, limit: {}\n\n",
+        fd["total_used"], fd["total_limit"], fd["sockets_used"], fd["sockets_limit"]
+    );
+    o += &title("Free Disk Space");
+    o += &format!(
+        "Low free disk space watermark: {} gb\nFree disk space: {} gb\n\n",
+        gb(num(&doc["disk_free_limit"]), 4),
+        gb(num(&doc["disk_free"]), 4)
+    );
+    o += &title("Totals");
+    let t = &doc["totals"];
+    o += &format!(
+        "Connection count: {}\nQueue count: {}\nVirtual host count: {}\n\n",
+        t["connection_count"], t["queue_count"], t["virtual_host_count"]
+    );
+    o += &title("Listeners");
+    let ls: Vec<String> = doc["listeners"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|l| {
+                    format!(
+                        "Interface: {}, port: {}, protocol: {}, purpose: {}",
+                        cell(&l["interface"]),
+                        l["port"],
+                        cell(&l["protocol"]),
+                        cell(&l["purpose"])
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    o += &ls.join("\n");
+    o
+}
+
+/// Bytes as rabbitmqctl's status prints them: gigabytes rounded to `places` decimals.
+fn gb(bytes: f64, places: i32) -> String {
+    let scale = 10f64.powi(places);
+    let v = (bytes / 1e9 * scale).round() / scale;
+    let s = format!("{v}");
+    if s.contains('.') {
+        s
+    } else {
+        format!("{s}.0")
+    }
 }
 
 fn render_rows(out: &mut impl Write, inv: &Invocation, reply: &Reply) {

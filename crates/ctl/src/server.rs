@@ -153,11 +153,29 @@ fn done(r: Result<(), AdminError>) -> Reply {
     r.map_or_else(admin_error, |()| Reply::ok())
 }
 
-fn arg<'a>(req: &'a Request, i: usize, name: &str) -> Result<&'a str, Reply> {
+/// `set_permissions` and `clear_permissions` word their errors differently from the
+/// other commands in rabbitmqctl (no quotes; a missing vhost is exit 69).
+fn permissions_done(r: Result<(), AdminError>) -> Reply {
+    match r {
+        Ok(()) => Reply::ok(),
+        Err(AdminError::NoSuchUser(u)) => {
+            Reply::error(exit::NOUSER, format!("User {u} does not exist"))
+        }
+        Err(AdminError::NoSuchVHost(v)) => Reply::error(
+            exit::UNAVAILABLE,
+            format!("Virtual host {v} does not exist"),
+        ),
+        Err(e) => admin_error(e),
+    }
+}
+
+/// Positional argument `i`; `_what` names it for the reader (rabbitmqctl's error does
+/// not name it).
+fn arg<'a>(req: &'a Request, i: usize, _what: &str) -> Result<&'a str, Reply> {
     req.args
         .get(i)
         .map(String::as_str)
-        .ok_or_else(|| Reply::error(exit::USAGE, format!("not enough arguments: missing {name}")))
+        .ok_or_else(|| Reply::error(exit::USAGE, "not enough arguments."))
 }
 
 fn opt<'a>(req: &'a Request, name: &str) -> Option<&'a Value> {
@@ -282,7 +300,10 @@ async fn run(
             }
         }
         "list_queues" => {
-            let v = need_vhost()?;
+            // A missing vhost lists nothing, as in RabbitMQ (exit 0).
+            let Some(v) = broker.vhost(&vhost) else {
+                return Ok(Reply::ok());
+            };
             let rows = v
                 .queues()
                 .iter()
@@ -322,7 +343,10 @@ async fn run(
             table(req, &all, &["name", "messages"], rows)
         }
         "list_exchanges" => {
-            let v = need_vhost()?;
+            // A missing vhost lists nothing, as in RabbitMQ (exit 0).
+            let Some(v) = broker.vhost(&vhost) else {
+                return Ok(Reply::ok());
+            };
             let rows = v
                 .exchanges()
                 .iter()
@@ -349,7 +373,10 @@ async fn run(
             table(req, &all, &["name", "type"], rows)
         }
         "list_bindings" => {
-            let v = need_vhost()?;
+            // A missing vhost lists nothing, as in RabbitMQ (exit 0).
+            let Some(v) = broker.vhost(&vhost) else {
+                return Ok(Reply::ok());
+            };
             let rows = v
                 .bindings()
                 .iter()
@@ -489,7 +516,10 @@ async fn run(
             )
         }
         "list_consumers" => {
-            let v = need_vhost()?;
+            // A missing vhost lists nothing, as in RabbitMQ (exit 0).
+            let Some(v) = broker.vhost(&vhost) else {
+                return Ok(Reply::ok());
+            };
             let mut rows = Vec::new();
             for q in v.queues() {
                 for c in q.snapshot().consumers_detail {
@@ -568,7 +598,10 @@ async fn run(
         "list_user_permissions" => {
             let user = arg(req, 0, "<username>")?;
             if access.user(user).is_none() {
-                return Err(admin_error(AdminError::NoSuchUser(user.to_string())));
+                return Err(Reply::error(
+                    exit::UNAVAILABLE,
+                    format!("{{:no_such_user, \"{user}\"}}"),
+                ));
             }
             let rows = access
                 .permissions()
@@ -666,7 +699,11 @@ async fn run(
                         .collect()
                 })
                 .unwrap_or_default();
-            done(admin.create_vhost(name, description, &tags).map(|_| ()))
+            // Adding an existing vhost succeeds and changes nothing, as in RabbitMQ.
+            match admin.create_vhost(name, description, &tags) {
+                Ok(_) | Err(AdminError::VHostExists(_)) => Reply::ok(),
+                Err(e) => admin_error(e),
+            }
         }
         "delete_vhost" => done(admin.delete_vhost(arg(req, 0, "<vhost>")?).map(|_| ())),
         "set_permissions" => {
@@ -676,9 +713,11 @@ async fn run(
                 arg(req, 2, "<write>")?,
                 arg(req, 3, "<read>")?,
             );
-            done(access.set_permissions(user, &vhost, c, w, r))
+            permissions_done(access.set_permissions(user, &vhost, c, w, r))
         }
-        "clear_permissions" => done(access.clear_permissions(arg(req, 0, "<username>")?, &vhost)),
+        "clear_permissions" => {
+            permissions_done(access.clear_permissions(arg(req, 0, "<username>")?, &vhost))
+        }
         "set_topic_permissions" => {
             let user = arg(req, 0, "<username>")?;
             let x = arg(req, 1, "<exchange>")?;
@@ -753,11 +792,20 @@ async fn run(
             } else {
                 PolicyKind::Operator
             };
-            done(broker.delete_policy(kind, &vhost, arg(req, 0, "<name>")?))
+            match broker.delete_policy(kind, &vhost, arg(req, 0, "<name>")?) {
+                Ok(()) => Reply::ok(),
+                Err(AdminError::NotFound(_)) => {
+                    Reply::error(exit::UNAVAILABLE, "Parameter does not exist")
+                }
+                Err(e) => admin_error(e),
+            }
         }
         "purge_queue" => {
             let name = arg(req, 0, "<queue>")?;
-            let v = need_vhost()?;
+            // RabbitMQ answers a missing vhost as it answers a missing queue.
+            let Some(v) = broker.vhost(&vhost) else {
+                return Ok(Reply::error(exit::UNAVAILABLE, "not_found"));
+            };
             match v.purge_queue(name, CONTROL_CONNECTION) {
                 Ok(_) => Reply::ok(),
                 Err(_) => Reply::error(exit::UNAVAILABLE, "not_found"),
@@ -765,7 +813,13 @@ async fn run(
         }
         "delete_queue" => {
             let name = arg(req, 0, "<queue>")?;
-            let v = need_vhost()?;
+            // Unlike AMQP's queue.delete, rabbitmqctl refuses a queue that is not there.
+            let Some(v) = broker
+                .vhost(&vhost)
+                .filter(|v| v.queues().iter().any(|q| q.name == name))
+            else {
+                return Ok(Reply::error(exit::USAGE, "Queue not found"));
+            };
             match v.delete_queue(
                 name,
                 flag(req, "if-unused"),
@@ -794,7 +848,13 @@ async fn run(
                     admin.close_connection(&n, reason);
                     Reply::ok()
                 }
-                None => Reply::error(exit::DATAERR, format!("connection '{name}' not found")),
+                // RabbitMQ: a pid of no connection closes nothing and succeeds; anything
+                // that is not a pid (Warren also takes names) is a pid syntax error.
+                None if name.starts_with('<') && name.ends_with('>') => Reply::ok(),
+                None => Reply::error(
+                    exit::UNAVAILABLE,
+                    format!("Error:\n{{:invalid_pid_syntax, \"{name}\"}}"),
+                ),
             }
         }
         "close_all_connections" => {
@@ -1019,31 +1079,98 @@ fn eval(admin: &Admin, expr: &str) -> Result<Reply, Reply> {
     ))
 }
 
+/// `status`, with the keys of `rabbitmqctl status --formatter json` that mean something
+/// for Warren (no Erlang VM: no processes, run queue, net_ticktime, erlang_version).
 fn status(admin: &Admin, node: &str) -> Value {
     let alarms = admin.alarms();
     let s = *alarms.subscribe().borrow();
-    let mut listeners = vec![json!({"protocol": "amqp", "port": admin.amqp_addr().port(),
-                                    "interface": admin.amqp_addr().ip().to_string()})];
-    if let Some(a) = admin.amqps_addr() {
-        listeners.push(
-            json!({"protocol": "amqp/ssl", "port": a.port(), "interface": a.ip().to_string()}),
-        );
+    let config = admin.config();
+    let listener = |addr: std::net::SocketAddr, protocol: &str, purpose: &str| {
+        let interface = match addr.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        json!({"interface": interface, "node": node, "port": addr.port(),
+               "protocol": protocol, "purpose": purpose})
+    };
+    let mut listeners = Vec::new();
+    let mut plugins: Vec<&str> = Vec::new();
+    if config.management.enabled {
+        listeners.push(listener(config.management.listen, "http", "HTTP API"));
+        plugins.extend([
+            "rabbitmq_management",
+            "rabbitmq_management_agent",
+            "rabbitmq_web_dispatch",
+        ]);
     }
+    if config.prometheus.enabled {
+        listeners.push(listener(
+            config.prometheus.listen,
+            "http/prometheus",
+            "Prometheus exporter API over HTTP",
+        ));
+        plugins.push("rabbitmq_prometheus");
+    }
+    listeners.push(listener(admin.amqp_addr(), "amqp", "AMQP 0-9-1"));
+    if let Some(a) = admin.amqps_addr() {
+        listeners.push(listener(a, "amqp/ssl", "AMQP 0-9-1 over TLS"));
+    }
+    let mut alarm_list = Vec::new();
+    if s.memory {
+        alarm_list.push(json!({"node": node, "resource": "memory", "type": "resource_limit"}));
+    }
+    if s.disk {
+        alarm_list.push(json!({"node": node, "resource": "disk", "type": "resource_limit"}));
+    }
+    let rss = warren_server::alarm::rss_bytes().unwrap_or(0);
+    let watermark = alarms.watermark_bytes();
+    let setting = if config.resources.memory_high_watermark_bytes > 0 {
+        json!({"absolute": watermark})
+    } else {
+        let total = warren_server::alarm::total_memory_bytes().unwrap_or(0);
+        let relative = if total > 0 {
+            (watermark as f64 / total as f64 * 10_000.0).round() / 10_000.0
+        } else {
+            config.resources.memory_high_watermark
+        };
+        json!({ "relative": relative })
+    };
+    let fd_limit = warren_server::alarm::max_fds().unwrap_or(0);
+    let connections = admin.connections().len();
+    let broker = admin.broker();
+    let queues: usize = broker.vhosts().iter().map(|v| v.queues().len()).sum();
+    let log_files: Vec<String> = match (&config.log_file, config.log_console) {
+        (Some(f), true) => vec![f.display().to_string(), "<stdout>".into()],
+        (Some(f), false) => vec![f.display().to_string()],
+        (None, _) => vec!["<stdout>".into()],
+    };
     json!({
-        "node": node,
-        "pid": std::process::id(),
-        "product_name": admin.config().identity.resolved().product,
-        "product_version": admin.config().identity.resolved().version,
-        "rabbitmq_version": warren_server::config::RABBITMQ_VERSION,
-        "data_directory": admin.config().data_dir.display().to_string(),
-        "memory": {"total": warren_server::alarm::rss_bytes().unwrap_or(0)},
-        "vm_memory_high_watermark_limit": alarms.watermark_bytes(),
-        "disk_free": warren_server::alarm::available_bytes(&admin.config().data_dir).unwrap_or(0),
-        "disk_free_limit": admin.config().resources.disk_free_limit_bytes,
-        "alarms": {"memory": s.memory, "disk": s.disk},
+        "active_plugins": plugins,
+        "alarms": alarm_list,
+        "config_files": [],
+        "data_directory": config.data_dir.display().to_string(),
+        "disk_free": warren_server::alarm::available_bytes(&config.data_dir).unwrap_or(0),
+        "disk_free_limit": alarms.disk_free_limit_bytes(),
+        "file_descriptors": {
+            "sockets_limit": fd_limit, "sockets_used": connections,
+            "total_limit": fd_limit,
+            "total_used": warren_server::alarm::open_fds().unwrap_or(0),
+        },
+        "is_under_maintenance": false,
         "listeners": listeners,
-        "connections": admin.connections().len(),
-        "file_descriptors": {"used": warren_server::alarm::open_fds().unwrap_or(0),
-                             "limit": warren_server::alarm::max_fds().unwrap_or(0)},
+        "log_files": log_files,
+        "memory": {"strategy": "rss", "total": {"rss": rss, "allocated": rss}},
+        "os": std::env::consts::OS.chars().take(1).flat_map(char::to_uppercase)
+            .chain(std::env::consts::OS.chars().skip(1)).collect::<String>(),
+        "pid": std::process::id(),
+        "product_name": config.identity.resolved().product,
+        "product_version": config.identity.resolved().version,
+        "rabbitmq_version": warren_server::config::RABBITMQ_VERSION,
+        "totals": {"virtual_host_count": broker.vhosts().len(),
+                   "connection_count": connections, "queue_count": queues},
+        "uptime": admin.uptime().as_secs(),
+        "vm_memory_calculation_strategy": "rss",
+        "vm_memory_high_watermark_limit": watermark,
+        "vm_memory_high_watermark_setting": setting,
     })
 }

@@ -83,6 +83,11 @@ impl Admin {
         self.shared.broker.access()
     }
 
+    /// How long the broker has been running.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.shared.started_at.elapsed()
+    }
+
     /// Creates a vhost.
     ///
     /// # Errors

@@ -72,6 +72,11 @@ impl Alarms {
         self.evaluate();
     }
 
+    /// The current disk free-space limit in bytes.
+    pub fn disk_free_limit_bytes(&self) -> u64 {
+        self.disk_free_limit_bytes.load(Ordering::Relaxed)
+    }
+
     /// Follows the alarm state (any alarm set = publishers blocked).
     pub fn subscribe(&self) -> watch::Receiver<AlarmState> {
         self.state.subscribe()

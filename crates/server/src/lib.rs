@@ -64,6 +64,8 @@ pub struct Shared {
     pub node_name: Arc<str>,
     /// Set by `rabbitmqctl stop_app`: new connections are closed at once.
     pub paused: std::sync::atomic::AtomicBool,
+    /// When the broker started (for `uptime`).
+    pub started_at: std::time::Instant,
     next_id: AtomicU64,
 }
 
@@ -301,6 +303,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         churn: Arc::default(),
         paused: std::sync::atomic::AtomicBool::new(false),
         node_name,
+        started_at: std::time::Instant::now(),
         next_id: AtomicU64::new(0),
     });
     let (tx, rx) = watch::channel(false);
