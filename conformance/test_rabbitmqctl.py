@@ -154,6 +154,12 @@ def test_argument_errors_print_no_banner():
     assert r.stdout == ""
     assert r.stderr.startswith("Error (argument validation): not enough arguments.\n"
                                "Arguments given:\n\tadd_user\n")
+    # reset only between stop_app and start_app (the broker under test keeps running).
+    r = ctl("reset", code=64)
+    assert r.stdout == ""
+    assert r.stderr.startswith("Error: this command requires the 'rabbit' app to be "
+                               "stopped on the target node. Stop it with 'rabbitmqctl "
+                               "stop_app'.\nArguments given:\n\treset\n")
     r = ctl("list_queues", "name", "no_such_column", code=64)
     assert r.stdout == ""
     assert r.stderr.startswith("Error (argument validation): Info key(s) no_such_column "

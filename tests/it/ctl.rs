@@ -402,6 +402,14 @@ async fn stop_app_reset_start_app_leaves_a_fresh_node() {
     assert!(crate::util::connect_uri(&uri).await.is_err());
     assert!(ctl(&["reset"]).status.success());
     assert!(ctl(&["start_app"]).status.success());
+    // As in RabbitMQ, reset refuses to run while the application runs (64).
+    let refused = ctl(&["reset"]);
+    assert_eq!(refused.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&refused.stderr)
+        .starts_with("Error: this command requires the 'rabbit' app to be stopped"));
+    assert!(ctl(&["stop_app"]).status.success());
+    assert!(ctl(&["reset"]).status.success());
+    assert!(ctl(&["start_app"]).status.success());
     // Only what a fresh node has.
     assert_eq!(text(&ctl(&["-q", "list_vhosts"])), "name\n/\n");
     assert_eq!(

@@ -182,7 +182,8 @@ pub async fn run(tool: Tool, args: &[String]) -> i32 {
     let argument_error = reply.code == exit::USAGE
         && (reply.message.starts_with("Info key(s)")
             || reply.message.starts_with("Command '")
-            || reply.message.starts_with("not enough arguments"));
+            || reply.message.starts_with("not enough arguments")
+            || reply.message == crate::server::APP_RUNNING);
     // (--formatter json prints the JSON alone.)
     if !inv.quiet && !inv.json && !argument_error {
         if let Some(banner) = banner(&inv.request, &node) {
@@ -292,6 +293,11 @@ fn render(inv: &Invocation, node: &str, reply: Reply) -> i32 {
         let msg = &reply.message;
         if reply.code == exit::USAGE && msg.starts_with("Command '") {
             eprintln!("\n{msg} \n");
+        } else if reply.code == exit::USAGE && msg == crate::server::APP_RUNNING {
+            eprintln!(
+                "Error: {msg}\nArguments given:\n\t{}\n",
+                inv.request.command
+            );
         } else if reply.code == exit::USAGE
             && (msg.starts_with("Info key(s)") || msg.starts_with("not enough arguments"))
         {

@@ -169,6 +169,9 @@ fn permissions_done(r: Result<(), AdminError>) -> Reply {
     }
 }
 
+/// rabbitmqctl's refusal of `reset` while the application runs.
+pub const APP_RUNNING: &str = "this command requires the 'rabbit' app to be stopped on the target node. Stop it with 'rabbitmqctl stop_app'.";
+
 /// Positional argument `i`; `_what` names it for the reader (rabbitmqctl's error does
 /// not name it).
 fn arg<'a>(req: &'a Request, i: usize, _what: &str) -> Result<&'a str, Reply> {
@@ -275,7 +278,13 @@ async fn run(
             admin.start_app();
             Reply::ok()
         }
-        "reset" | "force_reset" => done(admin.reset()),
+        "reset" | "force_reset" => {
+            // As rabbitmqctl: only between stop_app and start_app.
+            if !admin.is_app_stopped() {
+                return Err(Reply::error(exit::USAGE, APP_RUNNING));
+            }
+            done(admin.reset())
+        }
         "trace_on" | "trace_off" => {
             need_vhost()?;
             done(broker.set_tracing(&vhost, req.command == "trace_on"))
