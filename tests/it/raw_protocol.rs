@@ -607,3 +607,69 @@ async fn many_idle_connections_do_not_stop_a_normal_client() {
     raw.open_channel(1).await;
     drop(idle);
 }
+
+/// A field table `{x: [[...[1]...]]}` (arrays, `tag` `A`) or `{x: {k: {k: ...}}}`
+/// (tables, `F`), `depth` levels deep, with its 4-byte length.
+fn nested_table(depth: usize, tag: u8) -> Vec<u8> {
+    let per_level = if tag == b'F' { 7 } else { 5 };
+    let value_len = depth * per_level + 5;
+    let mut out = ((value_len + 2) as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&[1, b'x']);
+    for level in 0..depth {
+        out.push(tag);
+        let inner = (depth - level - 1) * per_level + 5 + usize::from(tag == b'F') * 2;
+        out.extend_from_slice(&(inner as u32).to_be_bytes());
+        if tag == b'F' {
+            out.extend_from_slice(&[1, b'k']);
+        }
+    }
+    out.extend_from_slice(&[b'I', 0, 0, 0, 1]);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_field_tables_are_refused_without_hurting_the_broker() {
+    let f = Fixture::new().await;
+    // queue.declare whose arguments nest 20,000 arrays (100 KB, within frame_max): a
+    // recursive parser overflows the stack of the whole process on this.
+    let mut c = f.raw().await;
+    let mut payload = vec![0, 50, 0, 10, 0, 0, 1, b'q', 0];
+    payload.extend_from_slice(&nested_table(20_000, b'A'));
+    c.send(&frame(1, 1, &payload)).await;
+    let close = c.expect_close().await;
+    assert_close_prefix(
+        &close,
+        501,
+        "FRAME_ERROR - field table nested deeper than 64 levels in method queue.declare",
+    );
+    // A published message whose headers nest 15,000 tables.
+    let mut c = f.raw().await;
+    c.send(&method_frame(1, &publish_method("", "q"))).await;
+    let mut props = 0x2000u16.to_be_bytes().to_vec();
+    props.extend_from_slice(&nested_table(15_000, b'F'));
+    c.send(&header_frame_with(1, 0, &props)).await;
+    let close = c.expect_close().await;
+    assert_close_prefix(&close, 501, "FRAME_ERROR - ");
+    // Before authentication: client properties in connection.start-ok.
+    let mut c = RawClient::tcp(f.broker.addr()).await;
+    c.send(PROTOCOL_HEADER).await;
+    let _start = c.next_method().await;
+    let mut payload = vec![0, 10, 0, 11];
+    payload.extend_from_slice(&nested_table(20_000, b'A'));
+    payload.extend_from_slice(&[5, b'P', b'L', b'A', b'I', b'N']);
+    payload.extend_from_slice(&[0, 0, 0, 12]);
+    payload.extend_from_slice(b"\0guest\0guest");
+    payload.extend_from_slice(&[5, b'e', b'n', b'_', b'U', b'S']);
+    c.send_lossy(&frame(1, 0, &payload)).await;
+    c.read_to_eof().await;
+    // Nesting a client may really use is accepted.
+    let mut c = f.raw().await;
+    let mut payload = vec![0, 50, 0, 10, 0, 0, 1, b'q', 0];
+    payload.extend_from_slice(&nested_table(10, b'A'));
+    c.send(&frame(1, 1, &payload)).await;
+    match c.next_method().await {
+        (1, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_))) => {}
+        other => panic!("expected queue.declare-ok, got {other:?}"),
+    }
+    f.assert_healthy("nesting").await;
+}

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use amq_protocol::frame::WriteContext;
 use amq_protocol::protocol::basic::{gen_properties, parse_properties, AMQPProperties};
-use amq_protocol::types::parsing::parse_field_table;
 use amq_protocol::types::{AMQPValue, FieldTable};
 use bytes::Bytes;
 
@@ -103,7 +102,8 @@ pub fn scan_properties(raw: &[u8]) -> Option<ScannedProps<'_>> {
         short(&mut at)?; // content-encoding
     }
     if has(13) {
-        let (rest, table) = parse_field_table(at).ok()?;
+        // Bounded nesting: a deep table is refused instead of overflowing the stack.
+        let (rest, table) = warren_codec::nesting::parse_field_table(at)?;
         at = rest;
         out.props.headers = Some(Box::new(table));
     }

@@ -17,7 +17,6 @@ use std::sync::Arc;
 
 use amq_protocol::frame::WriteContext;
 use amq_protocol::types::generation::gen_field_table;
-use amq_protocol::types::parsing::parse_field_table;
 use amq_protocol::types::FieldTable;
 use serde::{Deserialize, Serialize};
 
@@ -152,7 +151,7 @@ pub fn table_from_hex(s: &str) -> Option<FieldTable> {
         .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
         .collect();
     let bytes = bytes?;
-    parse_field_table(bytes.as_slice()).ok().map(|(_, t)| t)
+    warren_codec::nesting::parse_field_table(bytes.as_slice()).map(|(_, t)| t)
 }
 
 /// FNV-1a, 64 bits: a stable file name for any entity name.

@@ -201,6 +201,15 @@ fn decode_method(channel: u16, payload: &[u8]) -> Result<Frame, AmqpError> {
         (60, 80) => Some(parse_ack(&payload[4..])),
         _ => None,
     };
+    // amq-protocol's parser recurses once per nested table or array: measure first.
+    if fast.is_none() && crate::nesting::method_too_deep(class_id, method_id, &payload[4..]) {
+        return Err(AmqpError::frame_error(format!(
+            "field table nested deeper than {} levels in method {}",
+            crate::nesting::MAX_NESTING,
+            methods::name(class_id, method_id)
+        ))
+        .with_method(class_id, method_id));
+    }
     let parsed = match fast {
         Some(m) => m,
         None => parse_class(payload).ok().map(|(_rest, method)| method),

@@ -24,6 +24,7 @@ pub mod error;
 pub mod frame;
 pub mod json;
 pub mod methods;
+pub mod nesting;
 
 pub use amq_protocol::protocol;
 pub use amq_protocol::types;

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use amq_protocol::types::{parsing::parse_field_table, AMQPValue};
+use amq_protocol::types::AMQPValue;
 use warren_broker::access::Access;
 
 use crate::config::Auth;
@@ -81,8 +81,9 @@ pub fn credentials(mechanism: &str, response: &[u8]) -> Result<(String, String),
             let mut framed = Vec::with_capacity(response.len() + 4);
             framed.extend_from_slice(&(response.len() as u32).to_be_bytes());
             framed.extend_from_slice(response);
-            let (_, table) = parse_field_table(framed.as_slice())
-                .map_err(|_| AuthError::Malformed("AMQPLAIN response is not a field table"))?;
+            let (_, table) = warren_codec::nesting::parse_field_table(framed.as_slice()).ok_or(
+                AuthError::Malformed("AMQPLAIN response is not a field table"),
+            )?;
             let text = |k: &str| match table.inner().get(k) {
                 Some(AMQPValue::LongString(s)) => {
                     Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
