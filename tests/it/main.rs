@@ -13,6 +13,7 @@ mod errors;
 mod extensions;
 mod lifecycle;
 mod management;
+mod paging;
 mod parity;
 mod publish_consume;
 mod raw_protocol;

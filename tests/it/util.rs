@@ -111,6 +111,11 @@ impl TestBroker {
         self.addr
     }
 
+    /// The broker's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// `amqp://guest:guest@127.0.0.1:PORT/%2f`, optionally with another vhost.
     pub fn uri(&self) -> String {
         format!("amqp://guest:guest@{}/%2f", self.addr)

@@ -8,6 +8,7 @@
 //!   vhosts/<fnv64 of name>/
 //!     definitions.toml              durable exchanges, queues, bindings (atomic rewrite)
 //!     queues/<fnv64 of name>/       the queue's segment store
+//!   transient/<n>/                  pages of non-durable queues (emptied at every start)
 //! ```
 
 use std::fs::{self, File, OpenOptions};
@@ -20,18 +21,31 @@ use amq_protocol::types::generation::gen_field_table;
 use amq_protocol::types::FieldTable;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{FsyncPolicy, Persister, SegmentConfig, SegmentStore};
+use crate::store::{FsyncPolicy, PageBudget, Persister, SegmentConfig, SegmentStore};
 
 /// The on-disk format this build reads and writes.
 pub const FORMAT_VERSION: &str = "1";
 
 /// Storage settings.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct StorageConfig {
     /// When persistent messages are forced to disk.
     pub fsync: FsyncPolicy,
     /// Segment store tuning.
     pub segment: SegmentConfig,
+    /// Message bodies all queues together keep in memory; beyond it they are paged out
+    /// to the data directory (each queue also stops at `segment.cache_bytes`).
+    pub ram_budget_bytes: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            fsync: FsyncPolicy::default(),
+            segment: SegmentConfig::default(),
+            ram_budget_bytes: 128 * 1024 * 1024,
+        }
+    }
 }
 
 /// Why the data directory cannot be used.
@@ -170,6 +184,9 @@ pub struct Storage {
     root: PathBuf,
     config: StorageConfig,
     persister: Persister,
+    budget: Arc<PageBudget>,
+    /// Names the next non-durable queue's page directory.
+    transient_seq: std::sync::atomic::AtomicU64,
     _lock: File,
 }
 
@@ -212,11 +229,20 @@ impl Storage {
             }
             Err(e) => return Err(io_err(&version_path)(e)),
         }
+        // Pages of non-durable queues never outlive the broker that wrote them.
+        let transient = root.join("transient");
+        match fs::remove_dir_all(&transient) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&transient)(e)),
+        }
         let persister = Persister::start(config.fsync).map_err(io_err(root))?;
         Ok(Arc::new(Storage {
             root: root.to_path_buf(),
             config,
             persister,
+            budget: PageBudget::new(config.ram_budget_bytes),
+            transient_seq: std::sync::atomic::AtomicU64::new(0),
             _lock: lock,
         }))
     }
@@ -236,7 +262,22 @@ impl Storage {
     /// I/O errors.
     pub fn queue_store(&self, vhost: &str, queue: &str, levels: usize) -> io::Result<SegmentStore> {
         let dir = self.vhost_dir(vhost).join("queues").join(fnv(queue));
-        SegmentStore::open(&dir, self.config.segment, levels)
+        SegmentStore::open_with_budget(&dir, self.config.segment, levels, self.budget.clone())
+    }
+
+    /// The store of a non-durable queue: in memory within the budgets, paged out to
+    /// `transient/<n>` beyond them (the directory is made on the first page-out).
+    pub fn transient_queue_store(&self, levels: usize) -> SegmentStore {
+        let n = self
+            .transient_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = self.root.join("transient").join(n.to_string());
+        SegmentStore::transient(&dir, self.config.segment, levels, self.budget.clone())
+    }
+
+    /// The memory budget shared by every queue's message bodies.
+    pub fn page_budget(&self) -> &Arc<PageBudget> {
+        &self.budget
     }
 
     /// Creates an empty store for a newly declared durable queue, discarding any files
@@ -256,7 +297,7 @@ impl Storage {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        SegmentStore::open(&dir, self.config.segment, levels)
+        SegmentStore::open_with_budget(&dir, self.config.segment, levels, self.budget.clone())
     }
 
     /// The data directory.

@@ -838,7 +838,9 @@ impl VHost {
                         Error::Storage(e.to_string())
                     })?,
             ),
-            _ => Box::new(MemoryStore::new(levels)),
+            // Non-durable queues page out to the data directory's scratch area.
+            (Some(storage), false) => Box::new(storage.transient_queue_store(levels)),
+            (None, _) => Box::new(MemoryStore::new(levels)),
         };
         Ok(Arc::new(Queue::with_store(spec, store, self.me.clone())))
     }

@@ -270,8 +270,11 @@ pub struct Storage {
     pub fsync: warren_broker::store::FsyncPolicy,
     /// Size at which a queue starts a new segment file.
     pub segment_bytes: u64,
-    /// Message bodies each durable queue keeps in memory; the rest stays on disk.
+    /// Message bodies each queue keeps in memory; the rest is paged out to disk.
     pub queue_cache_bytes: u64,
+    /// Message bodies all queues together keep in memory; the rest is paged out to disk
+    /// (transient messages to a scratch area that is emptied at start).
+    pub ram_budget_bytes: u64,
 }
 
 impl Default for Storage {
@@ -281,6 +284,7 @@ impl Default for Storage {
             fsync: warren_broker::store::FsyncPolicy::Always,
             segment_bytes: seg.segment_bytes,
             queue_cache_bytes: seg.cache_bytes,
+            ram_budget_bytes: warren_broker::storage::StorageConfig::default().ram_budget_bytes,
         }
     }
 }

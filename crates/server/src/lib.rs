@@ -230,6 +230,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 segment_bytes: config.storage.segment_bytes,
                 cache_bytes: config.storage.queue_cache_bytes,
             },
+            ram_budget_bytes: config.storage.ram_budget_bytes,
         },
     )?;
     let broker = Arc::new(Broker::with_storage(storage)?);

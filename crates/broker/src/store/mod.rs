@@ -1,7 +1,9 @@
 //! Where a queue keeps its ready messages. The queue talks to its contents only through
-//! [`QueueStore`]: [`MemoryStore`] for transient queues, [`SegmentStore`] (append-only
-//! segment files with a checksum per record, bodies paged out beyond a cache budget)
-//! for durable ones. [`Persister`] groups the fsyncs that publisher confirms wait for.
+//! [`QueueStore`]: [`SegmentStore`] (append-only segment files with a checksum per
+//! record, bodies paged out beyond a per-queue cache and the global [`PageBudget`]) for
+//! every queue of a broker with a data directory (non-durable queues in a scratch area
+//! that is never recovered), [`MemoryStore`] for brokers without one. [`Persister`]
+//! groups the fsyncs that publisher confirms wait for.
 
 mod memory;
 mod persister;
@@ -10,6 +12,7 @@ mod segment;
 
 use std::fmt::Debug;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use memory::MemoryStore;
@@ -17,6 +20,62 @@ pub use persister::{FsyncPolicy, Persister, SyncFile};
 pub use segment::{SegmentConfig, SegmentStore};
 
 use crate::message::QueuedMessage;
+
+/// The message bodies all queue stores together may keep in memory; beyond it (or a
+/// queue's own `cache_bytes`), bodies go to disk and are read back when delivered.
+#[derive(Debug)]
+pub struct PageBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl PageBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(PageBudget {
+            limit,
+            used: AtomicU64::new(0),
+        })
+    }
+
+    /// No global limit (each store's own `cache_bytes` still applies).
+    pub fn unlimited() -> Arc<Self> {
+        Self::new(u64::MAX)
+    }
+
+    /// Takes `n` bytes if they fit.
+    pub fn try_take(&self, n: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(n).filter(|t| *t <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Takes `n` bytes whether or not they fit (bodies that must stay in memory).
+    pub fn force_take(&self, n: u64) {
+        self.used.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Gives back `n` bytes.
+    pub fn give(&self, n: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+
+    /// Bytes of bodies held in memory by all stores.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+}
 
 /// Where a persisted message lives on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

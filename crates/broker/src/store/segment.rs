@@ -15,7 +15,13 @@
 //! 00000001.mrk   marks: kind:u8 seq:u64 (1 = delivered, 2 = settled)
 //! ```
 //!
-//! Transient messages in a durable queue are not written; they live in the index only.
+//! Bodies are kept in memory within the queue's `cache_bytes` and the broker's global
+//! [`PageBudget`]; beyond that they are written out and read back when delivered.
+//! Transient (non-persistent) messages are written only then, flagged in their record
+//! (the top bit of `expires_at`) so that recovery skips them: they never survive a
+//! restart. A store made with [`SegmentStore::transient`] (for a non-durable queue)
+//! treats every message as transient, writes no marks and creates its directory only
+//! when it first pages a message out.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -26,13 +32,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::ready::{Item, ReadyList};
-use super::{DiskLoc, QueueStore, Settled, SyncFile};
+use super::{DiskLoc, PageBudget, QueueStore, Settled, SyncFile};
 use crate::message::{scan_properties, Message, QueuedMessage};
 
 const MARK_DELIVERED: u8 = 1;
 const MARK_SETTLED: u8 = 2;
 /// Upper bound of a record's length field; anything larger is corruption.
 const MAX_RECORD: u32 = 1 << 30;
+/// In a record's `expires_at`: the message is transient, written only to page it out;
+/// recovery skips it.
+const TRANSIENT_RECORD: u64 = 1 << 63;
 
 /// Tuning of a segment store.
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +67,7 @@ struct Entry {
     seq: u64,
     redelivered: bool,
     loc: Option<DiskLoc>,
-    /// `None` when the body was paged out (persisted messages only).
+    /// `None` when the body was paged out (then `loc` says where it is).
     msg: Option<Arc<Message>>,
     body_len: u64,
     priority: u8,
@@ -86,14 +95,18 @@ struct Segment {
     marks: Option<File>,
 }
 
-/// A durable queue's store.
+/// A queue's store.
 #[derive(Debug)]
 pub struct SegmentStore {
     dir: PathBuf,
     cfg: SegmentConfig,
     ready: ReadyList<Entry>,
     bytes: u64,
+    /// Body bytes of ready messages held in memory (counted in `budget` too).
     cached: u64,
+    budget: Arc<PageBudget>,
+    /// A non-durable queue's store: nothing is recovered or marked.
+    transient: bool,
     segments: BTreeMap<u32, Segment>,
     current: u32,
     next_seq: u64,
@@ -109,8 +122,8 @@ fn mark_path(dir: &Path, n: u32) -> PathBuf {
     dir.join(format!("{n:08}.mrk"))
 }
 
-/// Encodes a message as one record.
-fn encode_record(q: &QueuedMessage) -> Vec<u8> {
+/// Encodes a message as one record (`transient`: flagged so recovery skips it).
+fn encode_record(q: &QueuedMessage, transient: bool) -> Vec<u8> {
     let m = &q.message;
     let x = m.exchange.as_bytes();
     let r = m.routing_key.as_bytes();
@@ -121,7 +134,8 @@ fn encode_record(q: &QueuedMessage) -> Vec<u8> {
     rec.extend_from_slice(&(payload_len as u32).to_be_bytes());
     rec.extend_from_slice(&[0; 4]);
     rec.extend_from_slice(&q.seq.to_be_bytes());
-    rec.extend_from_slice(&q.expires_at.to_be_bytes());
+    let flag = if transient { TRANSIENT_RECORD } else { 0 };
+    rec.extend_from_slice(&((q.expires_at & !TRANSIENT_RECORD) | flag).to_be_bytes());
     rec.push(q.priority);
     rec.push(xl as u8);
     rec.extend_from_slice(&x[..xl]);
@@ -141,6 +155,8 @@ struct RecordMeta {
     seq: u64,
     expires_at: u64,
     priority: u8,
+    /// Written only to page a transient message out: not recovered.
+    transient: bool,
 }
 
 /// Decodes the part of a record after its 8-byte header (already checksummed).
@@ -152,7 +168,9 @@ fn decode_payload(p: &[u8]) -> Option<(RecordMeta, Message)> {
     };
     let mut at = 0;
     let seq = u64::from_be_bytes(take(&mut at, 8)?.try_into().ok()?);
-    let expires_at = u64::from_be_bytes(take(&mut at, 8)?.try_into().ok()?);
+    let raw_expiry = u64::from_be_bytes(take(&mut at, 8)?.try_into().ok()?);
+    let expires_at = raw_expiry & !TRANSIENT_RECORD;
+    let transient = raw_expiry & TRANSIENT_RECORD != 0;
     let priority = *take(&mut at, 1)?.first()?;
     let xl = usize::from(*take(&mut at, 1)?.first()?);
     let exchange = std::str::from_utf8(take(&mut at, xl)?).ok()?.to_string();
@@ -167,6 +185,7 @@ fn decode_payload(p: &[u8]) -> Option<(RecordMeta, Message)> {
             seq,
             expires_at,
             priority,
+            transient,
         },
         Message {
             exchange,
@@ -221,7 +240,9 @@ fn scan_segment(
             return Ok((out, offset, false));
         };
         let body_len = msg.body.len() as u64;
-        let msg = if *keep_bodies >= body_len {
+        let msg = if meta.transient {
+            None
+        } else if *keep_bodies >= body_len {
             *keep_bodies -= body_len;
             Some(Arc::new(msg))
         } else {
@@ -273,6 +294,42 @@ impl SegmentStore {
     /// # Errors
     /// The directory or a file in it cannot be read or written.
     pub fn open(dir: &Path, cfg: SegmentConfig, levels: usize) -> io::Result<Self> {
+        Self::open_with_budget(dir, cfg, levels, PageBudget::unlimited())
+    }
+
+    /// A store for a non-durable queue in `dir` (created, with its files, only when a
+    /// message is first paged out; nothing in it is ever recovered).
+    pub fn transient(
+        dir: &Path,
+        cfg: SegmentConfig,
+        levels: usize,
+        budget: Arc<PageBudget>,
+    ) -> Self {
+        SegmentStore {
+            dir: dir.to_path_buf(),
+            cfg,
+            ready: ReadyList::new(levels),
+            bytes: 0,
+            cached: 0,
+            budget,
+            transient: true,
+            segments: BTreeMap::new(),
+            current: 0,
+            next_seq: 0,
+            pending_marks: HashMap::new(),
+        }
+    }
+
+    /// [`SegmentStore::open`], keeping bodies in memory within `budget` as well.
+    ///
+    /// # Errors
+    /// The directory or a file in it cannot be read or written.
+    pub fn open_with_budget(
+        dir: &Path,
+        cfg: SegmentConfig,
+        levels: usize,
+        budget: Arc<PageBudget>,
+    ) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
         let mut numbers: Vec<u32> = Vec::new();
         for entry in fs::read_dir(dir)? {
@@ -324,7 +381,8 @@ impl SegmentStore {
         for r in records {
             let seq = r.meta.seq;
             next_seq = next_seq.max(seq + 1);
-            if settled.contains(&seq) {
+            // A transient message paged out before the restart is gone, as in RabbitMQ.
+            if settled.contains(&seq) || r.meta.transient {
                 continue;
             }
             *live.entry(r.loc.segment).or_default() += 1;
@@ -378,17 +436,85 @@ impl SegmentStore {
             .filter(|e| e.msg.is_some())
             .map(|e| e.body_len)
             .sum();
+        budget.force_take(cached);
         Ok(SegmentStore {
             dir: dir.to_path_buf(),
             cfg,
             ready: list,
             bytes,
             cached,
+            budget,
+            transient: false,
             segments,
             current,
             next_seq,
             pending_marks: HashMap::new(),
         })
+    }
+
+    /// Makes sure there is a current segment to append to (a transient store creates its
+    /// directory and first file on its first page-out).
+    fn ensure_current(&mut self) -> io::Result<()> {
+        if self.segments.contains_key(&self.current) {
+            return Ok(());
+        }
+        fs::create_dir_all(&self.dir)?;
+        let next = self.current.max(1);
+        let file = open_segment_file(&seg_path(&self.dir, next))?;
+        self.segments.insert(
+            next,
+            Segment {
+                file: Arc::new(SyncFile::new(file)?),
+                size: 0,
+                live: 0,
+                marks: None,
+            },
+        );
+        self.current = next;
+        Ok(())
+    }
+
+    /// Appends a record to the current segment; returns where it went.
+    fn append_record(&mut self, rec: &[u8]) -> io::Result<(DiskLoc, Arc<SyncFile>)> {
+        self.ensure_current()?;
+        self.roll_if_full(rec.len() as u64)?;
+        let seg = self
+            .segments
+            .get_mut(&self.current)
+            .ok_or_else(|| io::Error::other("no current segment"))?;
+        seg.file.append(rec);
+        let loc = DiskLoc {
+            segment: self.current,
+            offset: seg.size,
+            len: rec.len() as u32,
+        };
+        seg.size += rec.len() as u64;
+        seg.live += 1;
+        Ok((loc, seg.file.clone()))
+    }
+
+    /// Keeps `len` more body bytes in memory if both this queue's cache and the global
+    /// budget have room.
+    fn reserve(&mut self, len: u64) -> bool {
+        if self.cached + len <= self.cfg.cache_bytes && self.budget.try_take(len) {
+            self.cached += len;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Counts `len` body bytes that stay in memory whatever the budget says.
+    fn force_reserve(&mut self, len: u64) {
+        self.cached += len;
+        self.budget.force_take(len);
+    }
+
+    /// `len` body bytes left memory.
+    fn release(&mut self, len: u64) {
+        let len = len.min(self.cached);
+        self.cached -= len;
+        self.budget.give(len);
     }
 
     fn roll_if_full(&mut self, need: u64) -> io::Result<()> {
@@ -430,6 +556,9 @@ impl SegmentStore {
     }
 
     fn mark(&mut self, kind: u8, seq: u64, loc: DiskLoc) {
+        if self.transient {
+            return;
+        }
         let buf = self.pending_marks.entry(loc.segment).or_default();
         buf.push(kind);
         buf.extend_from_slice(&seq.to_be_bytes());
@@ -459,9 +588,7 @@ impl SegmentStore {
         self.bytes -= e.body_len;
         let message = match e.msg {
             Some(m) => {
-                if e.loc.is_some() {
-                    self.cached = self.cached.saturating_sub(e.body_len);
-                }
+                self.release(e.body_len);
                 m
             }
             None => {
@@ -506,9 +633,11 @@ impl SegmentStore {
 
 impl Drop for SegmentStore {
     /// Buffered marks are written when the store goes away (records are written by their
-    /// [`SyncFile`]'s own drop).
+    /// [`SyncFile`]'s own drop), and its bodies leave the global budget.
     fn drop(&mut self) {
         self.flush();
+        self.budget.give(self.cached);
+        self.cached = 0;
     }
 }
 
@@ -517,7 +646,10 @@ impl QueueStore for SegmentStore {
         let body_len = message.message.body.len() as u64;
         self.bytes += body_len;
         self.next_seq = self.next_seq.max(message.seq + 1);
-        if !message.message.is_persistent() {
+        let persist = !self.transient && message.message.is_persistent();
+        let keep = self.reserve(body_len);
+        if keep && !persist {
+            // In memory only: nothing to write.
             self.ready.push_back(Entry {
                 seq: message.seq,
                 redelivered: message.redelivered,
@@ -529,29 +661,11 @@ impl QueueStore for SegmentStore {
             });
             return Ok(None);
         }
-        let rec = encode_record(&message);
-        let written = self.roll_if_full(rec.len() as u64).and_then(|()| {
-            let seg = self
-                .segments
-                .get_mut(&self.current)
-                .ok_or_else(|| io::Error::other("no current segment"))?;
-            seg.file.append(&rec);
-            let loc = DiskLoc {
-                segment: self.current,
-                offset: seg.size,
-                len: rec.len() as u32,
-            };
-            seg.size += rec.len() as u64;
-            seg.live += 1;
-            Ok((loc, seg.file.clone()))
-        });
-        match written {
+        // Persistent messages are written always; transient ones only to page them out.
+        let rec = encode_record(&message, !persist);
+        match self.append_record(&rec) {
             Ok((loc, file)) => {
                 message.loc = Some(loc);
-                let keep = self.cached + body_len <= self.cfg.cache_bytes;
-                if keep {
-                    self.cached += body_len;
-                }
                 self.ready.push_back(Entry {
                     seq: message.seq,
                     redelivered: message.redelivered,
@@ -561,9 +675,14 @@ impl QueueStore for SegmentStore {
                     priority: message.priority,
                     expires_at: message.expires_at,
                 });
-                Ok(Some(file))
+                // Only a persistent message's confirm waits for the disk.
+                Ok(persist.then_some(file))
             }
             Err(e) => {
+                // Not written: the message stays in memory, over the budget if need be.
+                if !keep {
+                    self.force_reserve(body_len);
+                }
                 self.ready.push_back(Entry {
                     seq: message.seq,
                     redelivered: message.redelivered,
@@ -573,7 +692,12 @@ impl QueueStore for SegmentStore {
                     priority: message.priority,
                     expires_at: message.expires_at,
                 });
-                Err(e)
+                if persist {
+                    Err(e)
+                } else {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "cannot page a transient message out; keeping it in memory");
+                    Ok(None)
+                }
             }
         }
     }
@@ -613,9 +737,8 @@ impl QueueStore for SegmentStore {
         for m in messages.into_iter().rev() {
             let body_len = m.message.body.len() as u64;
             self.bytes += body_len;
-            if m.loc.is_some() {
-                self.cached += body_len;
-            }
+            // Requeued messages were in memory all along (unacknowledged).
+            self.force_reserve(body_len);
             self.ready.insert_by_seq(Entry {
                 seq: m.seq,
                 redelivered: m.redelivered,
@@ -713,7 +836,7 @@ impl QueueStore for SegmentStore {
             })
             .collect();
         self.bytes = 0;
-        self.cached = 0;
+        self.release(self.cached);
         self.settle(&all);
         self.flush();
         n
@@ -725,6 +848,7 @@ impl QueueStore for SegmentStore {
 
     fn destroy(&mut self) {
         self.ready.drain();
+        self.release(self.cached);
         self.segments.clear();
         self.pending_marks.clear();
         if let Err(e) = fs::remove_dir_all(&self.dir) {
@@ -791,9 +915,115 @@ mod tests {
             .map(|i| (i, format!("body-{i}").into_bytes()))
             .collect();
         assert_eq!(got, want);
-        assert_eq!(s.next_seq(), 19);
+        // The last message (transient) was paged out (the cache holds 16 bytes): it is
+        // not recovered, and its number is not reused.
+        assert_eq!(s.next_seq(), 20);
         // Properties came back too.
         s.requeue(vec![]);
+    }
+
+    fn drain(s: &mut SegmentStore) -> Vec<(u64, Vec<u8>)> {
+        std::iter::from_fn(|| s.pop())
+            .map(|m| (m.seq, m.message.body.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn a_transient_store_pages_beyond_its_cache_and_keeps_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let qdir = dir.path().join("t");
+        let budget = PageBudget::unlimited();
+        let mut s = SegmentStore::transient(&qdir, small(), 1, budget.clone());
+        // Nothing on disk until something is paged out.
+        s.push(qm(0, b"0123456789", false)).unwrap();
+        assert!(!qdir.exists());
+        for i in 1..200u64 {
+            // Even "persistent" messages are transient in a non-durable queue: no sync.
+            let r = s.push(qm(i, format!("body-{i:04}").as_bytes(), i % 2 == 0));
+            assert!(r.unwrap().is_none());
+        }
+        assert!(qdir.exists() && s.segment_count() > 1);
+        assert!(s.cached <= 16 && budget.used() == s.cached);
+        assert_eq!(s.len(), 200);
+        // Take some, put two back (they return to their places), then everything comes
+        // out in order with the right bodies.
+        let a = s.pop().unwrap();
+        let b = s.pop().unwrap();
+        let c = s.pop().unwrap();
+        s.requeue(vec![c.clone(), a.clone()]);
+        s.settle(&[Settled::from(&b)]);
+        let got = drain(&mut s);
+        let mut want = vec![(0u64, b"0123456789".to_vec())];
+        want.extend((2..200u64).map(|i| (i, format!("body-{i:04}").into_bytes())));
+        assert_eq!(got, want);
+        assert_eq!((s.len(), s.bytes()), (0, 0));
+        assert_eq!(budget.used(), 0, "every body left the budget");
+        s.destroy();
+        assert!(!qdir.exists());
+    }
+
+    #[test]
+    fn paged_transient_messages_of_a_durable_queue_are_not_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SegmentStore::open(dir.path(), small(), 1).unwrap();
+            for i in 0..50u64 {
+                s.push(qm(i, format!("m{i:03}").as_bytes(), i % 5 == 0))
+                    .unwrap();
+            }
+            // Everything beyond the 16-byte cache went to disk, transient ones flagged.
+            assert!(s.segment_count() > 1);
+        }
+        let mut s = SegmentStore::open(dir.path(), small(), 1).unwrap();
+        let got: Vec<u64> = drain(&mut s).into_iter().map(|(q, _)| q).collect();
+        assert_eq!(got, (0..50).filter(|i| i % 5 == 0).collect::<Vec<_>>());
+        assert_eq!(s.next_seq(), 50);
+    }
+
+    #[test]
+    fn the_global_budget_is_shared_by_all_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SegmentConfig {
+            segment_bytes: 1 << 20,
+            cache_bytes: 1 << 20,
+        };
+        let budget = PageBudget::new(100);
+        let mut a = SegmentStore::transient(&dir.path().join("a"), cfg, 1, budget.clone());
+        let mut b = SegmentStore::transient(&dir.path().join("b"), cfg, 1, budget.clone());
+        for i in 0..10u64 {
+            a.push(qm(i, &[b'a'; 10], false)).unwrap();
+        }
+        assert_eq!(budget.used(), 100);
+        // b's own cache has room, the global budget has not: b pages out.
+        b.push(qm(0, &[b'b'; 10], false)).unwrap();
+        assert_eq!((b.cached, budget.used()), (0, 100));
+        assert!(dir.path().join("b").exists());
+        assert_eq!(drain(&mut b), vec![(0, vec![b'b'; 10])]);
+        drop(a);
+        assert_eq!(budget.used(), 0, "a dropped store gives its bodies back");
+    }
+
+    #[test]
+    fn priorities_ttl_order_survive_paging() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s =
+            SegmentStore::transient(&dir.path().join("p"), small(), 3, PageBudget::unlimited());
+        for i in 0..30u64 {
+            let mut m = qm(i, format!("p{i:02}").as_bytes(), false);
+            m.priority = (i % 3) as u8;
+            m.expires_at = if i == 2 { 5 } else { 0 };
+            s.push(m).unwrap();
+        }
+        // The expired message at the head of level 2 is found (its body was in memory;
+        // the ones after it come back from disk).
+        let e = s.pop_expired(10).unwrap();
+        assert_eq!((e.seq, e.message.body.to_vec()), (2, b"p02".to_vec()));
+        assert!(s.pop_expired(10).is_none());
+        let got: Vec<u64> = drain(&mut s).into_iter().map(|(q, _)| q).collect();
+        let mut want: Vec<u64> = (3..30).filter(|i| i % 3 == 2).collect();
+        want.extend((0..30).filter(|i| i % 3 == 1));
+        want.extend((0..30).filter(|i| i % 3 == 0));
+        assert_eq!(got, want);
     }
 
     #[test]
