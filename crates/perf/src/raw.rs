@@ -598,6 +598,7 @@ impl RawConsumer {
         let mut out = BytesMut::with_capacity(4096);
         let mut state = State::Idle;
         let mut since_ack = 0u32;
+        let mut last_seq: Option<u64> = None;
         let multiple = plan.ack_every > 1;
         let beat = Duration::from_secs(u64::from(conn.heartbeat.max(1)));
         let mut ticker = tokio::time::interval(beat / 2);
@@ -640,6 +641,12 @@ impl RawConsumer {
                         if first {
                             if let Some(stamp) = stamp_of(&payload) {
                                 rec.record(counters.now_ns().saturating_sub(stamp));
+                            }
+                            if let Some(seq) = seq_of(&payload) {
+                                if last_seq.is_some_and(|l| seq <= l) {
+                                    counters.out_of_order.fetch_add(1, Ordering::Relaxed);
+                                }
+                                last_seq = Some(seq);
                             }
                         }
                         let left = left.saturating_sub(payload.len() as u64);
@@ -715,6 +722,12 @@ impl RawConsumer {
 }
 
 /// The timestamp of a body, if it is long enough to hold one.
+/// The producer's sequence number in bytes 8..16 of a body, if it has them.
+pub(crate) fn seq_of(data: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = data.get(8..16)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
 pub(crate) fn stamp_of(data: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = data.get(..8)?.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))

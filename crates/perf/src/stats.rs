@@ -26,6 +26,9 @@ pub struct Counters {
     pub nacked: AtomicU64,
     /// Deliveries received by consumers.
     pub consumed: AtomicU64,
+    /// Deliveries (lean client) whose producer sequence number was not above the
+    /// previous one the same consumer got: reordering, meaningful with one producer.
+    pub out_of_order: AtomicU64,
 }
 
 impl Counters {
@@ -43,6 +46,7 @@ impl Counters {
             confirmed: AtomicU64::new(0),
             nacked: AtomicU64::new(0),
             consumed: AtomicU64::new(0),
+            out_of_order: AtomicU64::new(0),
         }
     }
 

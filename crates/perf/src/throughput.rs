@@ -89,6 +89,8 @@ pub struct ThroughputReport {
     pub per_second: Vec<Second>,
     /// Failures of producers, consumers or cleanup.
     pub errors: Vec<String>,
+    /// Deliveries out of publish order (see [`Counters::out_of_order`]).
+    pub out_of_order: u64,
 }
 
 async fn step<T>(
@@ -391,6 +393,7 @@ async fn run_declared(cli: &Cli, topo: &Topology) -> Result<ThroughputReport, Pe
         client_cpu_cores: cpu_client,
         per_second,
         errors,
+        out_of_order: counters.out_of_order.load(Ordering::Relaxed),
     })
 }
 
