@@ -163,3 +163,58 @@ async fn paged_messages_keep_ttl_max_length_and_dead_lettering() {
     }
     conn.close(200, ss("bye")).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_beyond_the_index_costs_no_memory_per_message_and_drains_in_order() {
+    // 100 index entries: of 20,000 messages, 19,900 are on disk only.
+    let broker = TestBroker::start_with(|c| {
+        c.storage.queue_cache_bytes = 16 * 1024;
+        c.storage.ram_budget_bytes = 32 * 1024;
+        c.storage.queue_index_entries = 100;
+    })
+    .await;
+    let conn = broker.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        ss("deep"),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let n = 20_000u32;
+    let small = |i: u32| format!("deep {i:06}").into_bytes();
+    for i in 0..n {
+        let confirm = ch
+            .basic_publish(
+                ss(""),
+                ss("deep"),
+                Default::default(),
+                &small(i),
+                lapin::BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+        drop(confirm);
+    }
+    ch.wait_for_confirms().await.unwrap();
+    assert_eq!(crate::util::queue_state(&conn, "deep").await.unwrap().0, n);
+    // Consume with a prefetch window, acking, and check the order and the bodies.
+    ch.basic_qos(500, BasicQosOptions::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            ss("deep"),
+            ss(""),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for i in 0..n {
+        let d = within("delivery", consumer.next()).await.unwrap().unwrap();
+        assert_eq!(d.data, small(i), "message {i}");
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    conn.close(200, ss("bye")).await.unwrap();
+}

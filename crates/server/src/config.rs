@@ -275,6 +275,9 @@ pub struct Storage {
     /// Message bodies all queues together keep in memory; the rest is paged out to disk
     /// (transient messages to a scratch area that is emptied at start).
     pub ram_budget_bytes: u64,
+    /// Index entries (about 64 bytes each) a queue without priorities keeps in memory;
+    /// beyond them messages are only on disk until the queue drains to them.
+    pub queue_index_entries: usize,
 }
 
 impl Default for Storage {
@@ -285,6 +288,7 @@ impl Default for Storage {
             segment_bytes: seg.segment_bytes,
             queue_cache_bytes: seg.cache_bytes,
             ram_budget_bytes: warren_broker::storage::StorageConfig::default().ram_budget_bytes,
+            queue_index_entries: seg.index_entries,
         }
     }
 }

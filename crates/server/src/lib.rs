@@ -229,6 +229,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             segment: SegmentConfig {
                 segment_bytes: config.storage.segment_bytes,
                 cache_bytes: config.storage.queue_cache_bytes,
+                index_entries: config.storage.queue_index_entries,
             },
             ram_budget_bytes: config.storage.ram_budget_bytes,
         },

@@ -51,6 +51,10 @@ pub struct SegmentConfig {
     /// Body bytes of persisted ready messages kept in memory; the rest is read from
     /// disk when delivered.
     pub cache_bytes: u64,
+    /// Index entries a single-priority queue keeps in memory; messages published after
+    /// that are only on disk (read back in order, a batch at a time, as the queue
+    /// drains), so a backlog of any length costs no memory per message.
+    pub index_entries: usize,
 }
 
 impl Default for SegmentConfig {
@@ -58,6 +62,7 @@ impl Default for SegmentConfig {
         SegmentConfig {
             segment_bytes: 64 * 1024 * 1024,
             cache_bytes: 16 * 1024 * 1024,
+            index_entries: 65_536,
         }
     }
 }
@@ -86,6 +91,22 @@ impl Item for Entry {
     }
 }
 
+/// Ready messages that are only on disk, after every message of the index: the records
+/// from (`seg`, `offset`) to the end of the log, all ready, in publish order. Used by
+/// single-priority queues whose index is full.
+#[derive(Debug, Default)]
+struct Delta {
+    count: u64,
+    bytes: u64,
+    seg: u32,
+    offset: u64,
+    /// Delta records per segment.
+    per_segment: BTreeMap<u32, u64>,
+}
+
+/// Records read into the index at a time when the index runs empty.
+const REFILL: u64 = 4096;
+
 #[derive(Debug)]
 struct Segment {
     file: Arc<SyncFile>,
@@ -107,6 +128,10 @@ pub struct SegmentStore {
     budget: Arc<PageBudget>,
     /// A non-durable queue's store: nothing is recovered or marked.
     transient: bool,
+    /// Priority levels.
+    levels: usize,
+    /// Ready messages beyond the index (single-level queues only).
+    delta: Delta,
     segments: BTreeMap<u32, Segment>,
     current: u32,
     next_seq: u64,
@@ -313,6 +338,8 @@ impl SegmentStore {
             cached: 0,
             budget,
             transient: true,
+            levels,
+            delta: Delta::default(),
             segments: BTreeMap::new(),
             current: 0,
             next_seq: 0,
@@ -445,6 +472,8 @@ impl SegmentStore {
             cached,
             budget,
             transient: false,
+            levels,
+            delta: Delta::default(),
             segments,
             current,
             next_seq,
@@ -616,6 +645,115 @@ impl SegmentStore {
         })
     }
 
+    /// Reads up to `max` records of the delta, in order, advancing past them.
+    fn read_delta(&mut self, max: u64) -> Vec<(RecordMeta, DiskLoc, Message)> {
+        let mut out = Vec::new();
+        while (out.len() as u64) < max.min(self.delta.count) {
+            let Some(seg) = self.segments.get(&self.delta.seg) else {
+                self.lose_delta("its segment is missing");
+                break;
+            };
+            if self.delta.offset >= seg.size {
+                let next = self
+                    .segments
+                    .range(self.delta.seg + 1..)
+                    .next()
+                    .map(|(n, _)| *n);
+                match next {
+                    Some(n) => {
+                        self.delta.seg = n;
+                        self.delta.offset = 0;
+                        continue;
+                    }
+                    None => {
+                        self.lose_delta("the log ends before it");
+                        break;
+                    }
+                }
+            }
+            let file = seg.file.clone();
+            let avail = seg.size - self.delta.offset;
+            let mut buf = vec![0u8; avail.min(1 << 20) as usize];
+            if let Err(e) = file.read_at(&mut buf, self.delta.offset) {
+                self.lose_delta(&format!("read error: {e}"));
+                break;
+            }
+            let mut at = 0usize;
+            while (out.len() as u64) < max.min(self.delta.count) && at + 8 <= buf.len() {
+                let len = u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+                let total = 8 + len as usize;
+                if at + total > buf.len() {
+                    if at > 0 {
+                        break;
+                    }
+                    // One record larger than the chunk: read it whole.
+                    buf = vec![0u8; total];
+                    if let Err(e) = file.read_at(&mut buf, self.delta.offset) {
+                        self.lose_delta(&format!("read error: {e}"));
+                        return out;
+                    }
+                }
+                let rec = &buf[at..at + total];
+                let crc = u32::from_be_bytes([rec[4], rec[5], rec[6], rec[7]]);
+                let decoded = (crc32fast::hash(&rec[8..]) == crc)
+                    .then(|| decode_payload(&rec[8..]))
+                    .flatten();
+                let Some((meta, msg)) = decoded else {
+                    self.lose_delta("a record is corrupt");
+                    return out;
+                };
+                let loc = DiskLoc {
+                    segment: self.delta.seg,
+                    offset: self.delta.offset + at as u64,
+                    len: total as u32,
+                };
+                self.delta.count -= 1;
+                self.delta.bytes = self.delta.bytes.saturating_sub(msg.body.len() as u64);
+                if let Some(n) = self.delta.per_segment.get_mut(&loc.segment) {
+                    *n = n.saturating_sub(1);
+                }
+                out.push((meta, loc, msg));
+                at += total;
+            }
+            if at == 0 {
+                self.lose_delta("a record does not fit its segment");
+                break;
+            }
+            self.delta.offset += at as u64;
+        }
+        if self.delta.count == 0 {
+            self.delta = Delta::default();
+        }
+        out
+    }
+
+    /// The delta cannot be read any more: its messages are dropped (and counted out).
+    fn lose_delta(&mut self, why: &str) {
+        tracing::error!(dir = %self.dir.display(), messages = self.delta.count, why, "cannot read queued messages back from disk; dropping them");
+        self.bytes = self.bytes.saturating_sub(self.delta.bytes);
+        self.delta = Delta::default();
+    }
+
+    /// Keeps the index from running empty while messages wait on disk.
+    fn refill_if_empty(&mut self) {
+        if self.delta.count == 0 || self.ready.len() > 0 {
+            return;
+        }
+        for (meta, loc, msg) in self.read_delta(REFILL) {
+            let body_len = msg.body.len() as u64;
+            let keep = self.reserve(body_len);
+            self.ready.push_back(Entry {
+                seq: meta.seq,
+                redelivered: false,
+                loc: Some(loc),
+                msg: keep.then(|| Arc::new(msg)),
+                body_len,
+                priority: meta.priority,
+                expires_at: meta.expires_at,
+            });
+        }
+    }
+
     /// Files on disk (segments and mark files), for tests and diagnostics.
     pub fn segment_count(&self) -> usize {
         self.segments.len()
@@ -647,6 +785,38 @@ impl QueueStore for SegmentStore {
         self.bytes += body_len;
         self.next_seq = self.next_seq.max(message.seq + 1);
         let persist = !self.transient && message.message.is_persistent();
+        if self.delta.count > 0 || (self.levels <= 1 && self.ready.len() >= self.cfg.index_entries)
+        {
+            // The index is full: the message goes to disk only, behind the index.
+            let rec = encode_record(&message, !persist);
+            match self.append_record(&rec) {
+                Ok((loc, file)) => {
+                    if self.delta.count == 0 {
+                        self.delta.seg = loc.segment;
+                        self.delta.offset = loc.offset;
+                    }
+                    self.delta.count += 1;
+                    self.delta.bytes += body_len;
+                    *self.delta.per_segment.entry(loc.segment).or_default() += 1;
+                    return Ok(persist.then_some(file));
+                }
+                Err(e) => {
+                    // Kept in memory instead (it may then be delivered before older
+                    // messages still on disk: the disk is failing).
+                    self.force_reserve(body_len);
+                    self.ready.push_back(Entry {
+                        seq: message.seq,
+                        redelivered: message.redelivered,
+                        loc: None,
+                        msg: Some(message.message),
+                        body_len,
+                        priority: message.priority,
+                        expires_at: message.expires_at,
+                    });
+                    return if persist { Err(e) } else { Ok(None) };
+                }
+            }
+        }
         let keep = self.reserve(body_len);
         if keep && !persist {
             // In memory only: nothing to write.
@@ -703,18 +873,24 @@ impl QueueStore for SegmentStore {
     }
 
     fn pop(&mut self) -> Option<QueuedMessage> {
+        self.refill_if_empty();
         while let Some(e) = self.ready.pop_front() {
-            if let Some(m) = self.materialise(e) {
-                return Some(m);
+            let m = self.materialise(e);
+            self.refill_if_empty();
+            if m.is_some() {
+                return m;
             }
         }
         None
     }
 
     fn pop_expired(&mut self, now_ms: u64) -> Option<QueuedMessage> {
+        self.refill_if_empty();
         while let Some(e) = self.ready.pop_expired(now_ms) {
-            if let Some(m) = self.materialise(e) {
-                return Some(m);
+            let m = self.materialise(e);
+            self.refill_if_empty();
+            if m.is_some() {
+                return m;
             }
         }
         None
@@ -817,7 +993,7 @@ impl QueueStore for SegmentStore {
     }
 
     fn len(&self) -> usize {
-        self.ready.len()
+        self.ready.len() + self.delta.count as usize
     }
 
     fn bytes(&self) -> u64 {
@@ -825,8 +1001,8 @@ impl QueueStore for SegmentStore {
     }
 
     fn purge(&mut self) -> usize {
-        let n = self.ready.len();
-        let all: Vec<Settled> = self
+        let n = self.len();
+        let mut all: Vec<Settled> = self
             .ready
             .drain()
             .into_iter()
@@ -835,6 +1011,29 @@ impl QueueStore for SegmentStore {
                 loc: e.loc,
             })
             .collect();
+        if self.transient {
+            // Nothing to mark: the segments just lose their delta records.
+            let per_segment = std::mem::take(&mut self.delta.per_segment);
+            for (n, count) in per_segment {
+                if let Some(seg) = self.segments.get_mut(&n) {
+                    seg.live = seg.live.saturating_sub(count);
+                }
+                self.reclaim(n);
+            }
+            self.delta = Delta::default();
+        } else {
+            // Each record gets its settle mark, so a restart does not bring it back.
+            while self.delta.count > 0 {
+                let batch = self.read_delta(1 << 16);
+                if batch.is_empty() {
+                    break;
+                }
+                all.extend(batch.into_iter().map(|(meta, loc, _)| Settled {
+                    seq: meta.seq,
+                    loc: Some(loc),
+                }));
+            }
+        }
         self.bytes = 0;
         self.release(self.cached);
         self.settle(&all);
@@ -848,6 +1047,7 @@ impl QueueStore for SegmentStore {
 
     fn destroy(&mut self) {
         self.ready.drain();
+        self.delta = Delta::default();
         self.release(self.cached);
         self.segments.clear();
         self.pending_marks.clear();
@@ -889,6 +1089,7 @@ mod tests {
         SegmentConfig {
             segment_bytes: 256,
             cache_bytes: 16,
+            ..SegmentConfig::default()
         }
     }
 
@@ -980,12 +1181,132 @@ mod tests {
         assert_eq!(s.next_seq(), 50);
     }
 
+    fn indexed(n: usize) -> SegmentConfig {
+        SegmentConfig {
+            segment_bytes: 4096,
+            cache_bytes: 64,
+            index_entries: n,
+        }
+    }
+
+    #[test]
+    fn beyond_the_index_messages_live_only_on_disk_and_come_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = PageBudget::unlimited();
+        let mut s = SegmentStore::transient(&dir.path().join("d"), indexed(10), 1, budget.clone());
+        let big = vec![7u8; (1 << 20) + 100]; // larger than one read chunk
+        let body = |i: u64| -> Vec<u8> {
+            if i == 500 {
+                big.clone()
+            } else {
+                format!("m{i:05}").into_bytes()
+            }
+        };
+        for i in 0..1000u64 {
+            s.push(qm(i, &body(i), false)).unwrap();
+        }
+        // Ten in the index, the rest on disk only.
+        assert_eq!(s.ready.len(), 10);
+        assert_eq!((s.len(), s.delta.count), (1000, 990));
+        let total: u64 = (0..1000u64).map(|i| body(i).len() as u64).sum();
+        assert_eq!(s.bytes(), total);
+        // Take 15 (the index is refilled from disk), put two back, take the rest.
+        let taken: Vec<QueuedMessage> = (0..15).map(|_| s.pop().unwrap()).collect();
+        assert_eq!(s.len(), 985);
+        s.requeue(vec![taken[14].clone(), taken[3].clone()]);
+        let got: Vec<u64> = std::iter::from_fn(|| s.pop())
+            .map(|m| {
+                assert_eq!(m.message.body.to_vec(), body(m.seq), "seq {}", m.seq);
+                m.seq
+            })
+            .collect();
+        let mut want = vec![3u64];
+        want.extend(14..1000);
+        assert_eq!(got, want);
+        assert_eq!((s.len(), s.bytes(), s.delta.count), (0, 0, 0));
+        assert_eq!(budget.used(), 0);
+        // New messages after a drain go to the index again.
+        s.push(qm(1000, b"again", false)).unwrap();
+        assert_eq!((s.ready.len(), s.delta.count), (1, 0));
+    }
+
+    #[test]
+    fn purging_a_delta_settles_it_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SegmentStore::open(dir.path(), indexed(5), 1).unwrap();
+            for i in 0..300u64 {
+                s.push(qm(i, format!("p{i:04}").as_bytes(), true)).unwrap();
+            }
+            assert_eq!(s.delta.count, 295);
+            let first = s.pop().unwrap();
+            s.settle(&[Settled::from(&first)]);
+            assert_eq!(s.purge(), 299);
+            assert_eq!(s.len(), 0);
+            s.push(qm(300, b"after", true)).unwrap();
+        }
+        // Nothing purged comes back after a restart; the later message does.
+        let mut s = SegmentStore::open(dir.path(), indexed(5), 1).unwrap();
+        assert_eq!(drain(&mut s), vec![(300, b"after".to_vec())]);
+        // A transient store's purge just forgets its delta.
+        let mut t = SegmentStore::transient(
+            &dir.path().join("t"),
+            indexed(5),
+            1,
+            PageBudget::unlimited(),
+        );
+        for i in 0..100u64 {
+            t.push(qm(i, b"xxxxxxxx", false)).unwrap();
+        }
+        assert_eq!(t.purge(), 100);
+        assert_eq!(t.len(), 0);
+        assert!(t.pop().is_none());
+    }
+
+    #[test]
+    fn a_durable_delta_is_recovered_whole_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SegmentStore::open(dir.path(), indexed(5), 1).unwrap();
+            for i in 0..100u64 {
+                s.push(qm(i, format!("r{i:03}").as_bytes(), true)).unwrap();
+            }
+            assert_eq!(s.delta.count, 95);
+        }
+        let mut s = SegmentStore::open(dir.path(), indexed(5), 1).unwrap();
+        let got: Vec<u64> = drain(&mut s).into_iter().map(|(q, _)| q).collect();
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn expiry_reaches_messages_read_back_from_the_delta() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SegmentStore::transient(
+            &dir.path().join("e"),
+            indexed(2),
+            1,
+            PageBudget::unlimited(),
+        );
+        for i in 0..6u64 {
+            let mut m = qm(i, b"ttl", false);
+            m.expires_at = 100 + i;
+            s.push(m).unwrap();
+        }
+        let expired: Vec<u64> = std::iter::from_fn(|| s.pop_expired(103))
+            .map(|m| m.seq)
+            .collect();
+        assert_eq!(expired, vec![0, 1, 2, 3]);
+        assert_eq!(s.next_expiry(), Some(104));
+        assert_eq!(s.len(), 2);
+    }
+
     #[test]
     fn the_global_budget_is_shared_by_all_stores() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = SegmentConfig {
             segment_bytes: 1 << 20,
             cache_bytes: 1 << 20,
+            ..SegmentConfig::default()
         };
         let budget = PageBudget::new(100);
         let mut a = SegmentStore::transient(&dir.path().join("a"), cfg, 1, budget.clone());
@@ -1105,6 +1426,7 @@ mod tests {
             SegmentConfig {
                 segment_bytes: 1 << 20,
                 cache_bytes: 10,
+                ..SegmentConfig::default()
             },
             1,
         )
