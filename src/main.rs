@@ -439,10 +439,22 @@ fn serve(config: Config, node: String, strict_node: bool, ignored: Vec<String>) 
         };
         // The control socket for rabbitmqctl, named after the node.
         let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel();
+        // The HTTP listeners as bound (a configured port 0 is a real port here), for
+        // rabbitmq-diagnostics listeners and its checks.
+        let mut http = Vec::new();
+        if let Some(m) = &management {
+            http.push(("http", m.local_addr()));
+        }
+        if let Some(m) = &management_tls {
+            http.push(("https", m.local_addr()));
+        }
+        if let Some(m) = &metrics {
+            http.push(("http/prometheus", m.local_addr()));
+        }
         let control = warren_ctl::server::serve(
             server.admin(),
             &node,
-            std::sync::Arc::new(StopHandle(stop_tx)),
+            std::sync::Arc::new(StopHandle { stop: stop_tx, http }),
         )
         .await;
         let control = match control {
@@ -512,11 +524,18 @@ fn open_log_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
 }
 
 /// `rabbitmqctl stop`: wakes the main task as SIGTERM would.
-struct StopHandle(tokio::sync::mpsc::UnboundedSender<()>);
+struct StopHandle {
+    stop: tokio::sync::mpsc::UnboundedSender<()>,
+    http: Vec<(&'static str, std::net::SocketAddr)>,
+}
 
 impl warren_ctl::server::NodeControl for StopHandle {
     fn stop(&self) {
-        let _ = self.0.send(());
+        let _ = self.stop.send(());
+    }
+
+    fn http_listeners(&self) -> Option<Vec<(&'static str, std::net::SocketAddr)>> {
+        Some(self.http.clone())
     }
 }
 

@@ -9,6 +9,7 @@ mod acks;
 mod backpressure;
 mod confirms_tx;
 mod ctl;
+mod ctl_commands;
 mod errors;
 mod extensions;
 mod lifecycle;

@@ -114,6 +114,124 @@ fn parse(args: &[String]) -> Result<Invocation, String> {
     Ok(inv)
 }
 
+/// rabbitmqctl 3.10's commands: any other name is "not found" (64) before the node is
+/// contacted, as in RabbitMQ (the health checks, `listeners` and `server_version` are
+/// rabbitmq-diagnostics commands).
+const CTL_COMMANDS: &str = "\
+    autocomplete help version await_startup reset rotate_logs shutdown start_app \
+    stop stop_app wait await_online_nodes change_cluster_node_type cluster_status \
+    force_boot force_reset forget_cluster_node join_cluster rename_cluster_node \
+    update_cluster_nodes cancel_sync_queue sync_queue add_user authenticate_user \
+    change_password clear_password clear_user_limits delete_user list_user_limits \
+    list_users set_user_limits set_user_tags clear_permissions \
+    clear_topic_permissions list_permissions list_topic_permissions \
+    list_user_permissions list_user_topic_permissions list_vhosts set_permissions \
+    set_topic_permissions list_bindings list_channels list_ciphers list_connections \
+    list_consumers list_exchanges list_hashes list_node_auth_attempt_stats \
+    list_queues list_unresponsive_queues ping report schema_info status \
+    clear_global_parameter clear_parameter list_global_parameters list_parameters \
+    set_global_parameter set_parameter clear_operator_policy clear_policy \
+    list_operator_policies list_policies set_operator_policy set_policy add_vhost \
+    clear_vhost_limits delete_vhost list_vhost_limits restart_vhost set_vhost_limits \
+    set_vhost_tags trace_off trace_on decode encode environment set_cluster_name \
+    set_disk_free_limit set_log_level set_vm_memory_high_watermark \
+    export_definitions import_definitions enable_feature_flag list_feature_flags \
+    close_all_connections close_all_user_connections close_connection eval eval_file \
+    exec force_gc resume_listeners suspend_listeners delete_queue purge_queue \
+    hipe_compile node_health_check";
+
+/// rabbitmq-diagnostics 3.10's commands (`await_startup` is rabbitmqctl's only).
+const DIAGNOSTICS_COMMANDS: &str = "\
+    autocomplete help version wait cluster_status list_user_limits list_users \
+    list_permissions list_topic_permissions list_user_permissions \
+    list_user_topic_permissions list_vhosts alarms check_alarms \
+    check_certificate_expiration check_if_node_is_mirror_sync_critical \
+    check_if_node_is_quorum_critical check_local_alarms check_port_connectivity \
+    check_port_listener check_protocol_listener check_running check_virtual_hosts \
+    cipher_suites consume_event_stream discover_peers erlang_version is_booting \
+    is_running list_bindings list_channels list_ciphers list_connections \
+    list_consumers list_exchanges list_hashes list_network_interfaces \
+    list_node_auth_attempt_stats list_queues list_unresponsive_queues listeners \
+    log_tail log_tail_stream maybe_stuck memory_breakdown observer ping \
+    quorum_status remote_shell report runtime_thread_stats schema_info \
+    server_version status stream_status tls_versions list_global_parameters \
+    list_parameters list_operator_policies list_policies list_vhost_limits \
+    certificates command_line_arguments disable_auth_attempt_source_tracking \
+    enable_auth_attempt_source_tracking environment erlang_cookie_hash \
+    erlang_cookie_sources log_location os_env reset_node_auth_attempt_metrics \
+    resolve_hostname resolver_info list_feature_flags reclaim_quorum_memory \
+    node_health_check";
+
+/// Messages of argument errors: rabbitmqctl prints them without the banner, as
+/// "Error (argument validation): ..." followed by the arguments given.
+fn is_argument_error(reply: &Reply) -> bool {
+    let m = &reply.message;
+    (reply.code == exit::USAGE || reply.code == exit::DATAERR)
+        && (m.starts_with("Info key(s)")
+            || m.starts_with("not enough arguments")
+            || m.starts_with("too many arguments")
+            || m.starts_with("Bad argument"))
+}
+
+/// Prints an argument error as rabbitmqctl does; returns `code`.
+fn argument_error(req: &Request, code: i32, msg: &str) -> i32 {
+    let given: Vec<&str> = std::iter::once(req.command.as_str())
+        .chain(req.args.iter().map(String::as_str))
+        .collect();
+    eprintln!(
+        "Error (argument validation): {msg}\nArguments given:\n\t{}\n",
+        given.join(" ")
+    );
+    code
+}
+
+/// Checks made on the tool's side before the node is contacted, as rabbitmqctl's
+/// validation: the paths of `export_definitions` and `import_definitions`.
+fn validate(req: &Request) -> Result<(), (i32, String)> {
+    let path = || req.args.first().map(String::as_str);
+    let count = |min: usize, max: usize| {
+        if req.args.len() < min {
+            Err((exit::USAGE, "not enough arguments.".to_string()))
+        } else if req.args.len() > max {
+            Err((exit::USAGE, "too many arguments.".to_string()))
+        } else {
+            Ok(())
+        }
+    };
+    match req.command.as_str() {
+        "export_definitions" => {
+            count(1, 1)?;
+            match path() {
+                Some(p) if p != "-" => {
+                    let dir = std::path::Path::new(p)
+                        .parent()
+                        .filter(|d| !d.as_os_str().is_empty())
+                        .unwrap_or(std::path::Path::new("."));
+                    if !dir.is_dir() {
+                        return Err((
+                            exit::DATAERR,
+                            format!("Bad argument: Directory {} does not exist", dir.display()),
+                        ));
+                    }
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        }
+        "import_definitions" => {
+            count(1, 1)?;
+            match path() {
+                Some(p) if p != "-" && !std::path::Path::new(p).is_file() => Err((
+                    exit::DATAERR,
+                    format!("Bad argument: File {p} does not exist"),
+                )),
+                _ => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Runs a tool with its arguments (without the program name); returns the exit code.
 pub async fn run(tool: Tool, args: &[String]) -> i32 {
     let mut inv = match parse(args) {
@@ -128,18 +246,50 @@ pub async fn run(tool: Tool, args: &[String]) -> i32 {
         return exit::USAGE;
     }
     if tool == Tool::Plugins {
-        return plugins(&inv);
+        return plugins(&inv).await;
+    }
+    let known = match tool {
+        Tool::Diagnostics => DIAGNOSTICS_COMMANDS,
+        _ => CTL_COMMANDS,
+    };
+    if !known.split_whitespace().any(|c| c == inv.request.command) {
+        eprintln!("\nCommand '{}' not found. \n", inv.request.command);
+        return exit::USAGE;
     }
     // rabbitmq-diagnostics names some checks differently.
     if tool == Tool::Diagnostics && inv.request.command == "check_virtual_hosts" {
         inv.request.command = "ping".into();
     }
+    if let Err((code, msg)) = validate(&inv.request) {
+        return argument_error(&inv.request, code, &msg);
+    }
     let node = crate::node::resolve(inv.node.as_deref());
+    let mut banner_shown = false;
+    // add_user and change_password without a password read it from standard input,
+    // after the banner and a prompt, as rabbitmqctl does.
+    if matches!(inv.request.command.as_str(), "add_user" | "change_password")
+        && inv.request.args.len() == 1
+    {
+        if !inv.quiet {
+            if let Some(b) = banner(&inv.request, &node) {
+                println!("{b}");
+            }
+            println!("Password: ");
+            banner_shown = true;
+        }
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        let password = line.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            eprintln!("Error:\nPassword is not provided via argument or stdin");
+            return exit::DATAERR;
+        }
+        inv.request.args.push(password.to_string());
+    }
     // import_definitions reads the file here and sends its text.
     if inv.request.command == "import_definitions" {
         let Some(path) = inv.request.args.first().cloned() else {
-            eprintln!("Error (argument validation): not enough arguments: <path>");
-            return exit::USAGE;
+            return argument_error(&inv.request, exit::USAGE, "not enough arguments.");
         };
         let text = if path == "-" {
             let mut s = String::new();
@@ -172,25 +322,29 @@ pub async fn run(tool: Tool, args: &[String]) -> i32 {
             if inv.request.command == "await_startup" {
                 return await_startup(&node, &inv.request, timeout).await;
             }
-            eprintln!("Error: unable to perform an operation on node '{node}'. Please see diagnostics information and suggestions below.\n\nMost common reasons for this are:\n\n * Target node is unreachable (e.g. due to hostname resolution, TCP connection or firewall issues)\n * Target node is not running\n\nDIAGNOSTICS\n===========\n\nattempted to contact: [{node}] (control socket {})", crate::node::socket_path(&node).display());
+            unavailable(&node);
             return exit::UNAVAILABLE;
         }
         Ok(Ok(r)) => r,
     };
     // The banner comes once the node answered (none when it is down), and not for an
     // argument error, as rabbitmqctl validates those before it starts.
-    let argument_error = reply.code == exit::USAGE
-        && (reply.message.starts_with("Info key(s)")
-            || reply.message.starts_with("Command '")
-            || reply.message.starts_with("not enough arguments")
-            || reply.message == crate::server::APP_RUNNING);
+    let refused_arguments = is_argument_error(&reply)
+        || reply.code == exit::USAGE
+            && (reply.message.starts_with("Command '")
+                || reply.message == crate::server::APP_RUNNING);
     // (--formatter json prints the JSON alone.)
-    if !inv.quiet && !inv.json && !argument_error {
+    if !inv.quiet && !inv.json && !refused_arguments && !banner_shown {
         if let Some(banner) = banner(&inv.request, &node) {
             println!("{banner}");
         }
     }
     render(&inv, &node, reply)
+}
+
+/// rabbitmqctl's message for a node it cannot reach.
+fn unavailable(node: &str) {
+    eprintln!("Error: unable to perform an operation on node '{node}'. Please see diagnostics information and suggestions below.\n\nMost common reasons for this are:\n\n * Target node is unreachable (e.g. due to hostname resolution, TCP connection or firewall issues)\n * Target node is not running\n\nDIAGNOSTICS\n===========\n\nattempted to contact: [{node}] (control socket {})", crate::node::socket_path(node).display());
 }
 
 /// Waits for the node's control socket to answer (it opens once the node is up).
@@ -253,6 +407,8 @@ fn banner(req: &Request, node: &str) -> Option<String> {
         "set_permissions" => format!("Setting permissions for user \"{}\" in vhost \"{vhost}\" ...", a(0)),
         "clear_permissions" => format!("Clearing permissions for user \"{}\" in vhost \"{vhost}\" ...", a(0)),
         "set_topic_permissions" => format!("Setting topic permissions on \"{}\" for user \"{}\" in vhost \"{vhost}\" ...", a(1), a(0)),
+        "clear_topic_permissions" if req.args.len() > 1 => format!("Clearing topic permissions on \"{}\" for user \"{}\" in vhost \"{vhost}\" ...", a(1), a(0)),
+        "clear_topic_permissions" => format!("Clearing topic permissions for user \"{}\" in vhost \"{vhost}\" ...", a(0)),
         "set_policy" => format!("Setting policy \"{}\" for pattern \"{}\" to \"{}\" with priority \"{}\" for vhost \"{vhost}\" ...", a(0), a(1), a(2),
             req.options.get("priority").and_then(Value::as_str).unwrap_or("0")),
         "clear_policy" => format!("Clearing policy \"{}\" on vhost \"{vhost}\" ...", a(0)),
@@ -260,26 +416,43 @@ fn banner(req: &Request, node: &str) -> Option<String> {
             req.options.get("priority").and_then(Value::as_str).unwrap_or("0")),
         "clear_operator_policy" => format!("Clearing operator policy \"{}\" on vhost \"{vhost}\" ...", a(0)),
         "set_vhost_limits" => format!("Setting vhost limits to \"{}\" for vhost \"{vhost}\" ...", a(0)),
+        "clear_vhost_limits" => format!("Clearing vhost \"{vhost}\" limits ..."),
         "set_user_limits" => format!("Setting user limits to \"{}\" for user \"{}\" ...", a(1), a(0)),
+        "clear_user_limits" if a(1) == "all" => format!("Clearing all limits for user \"{}\" ...", a(0)),
+        "clear_user_limits" => format!("Clearing \"{}\" limit for user \"{}\" ...", a(1), a(0)),
         "purge_queue" => format!("Purging queue '{}' in vhost '{vhost}' ...", a(0)),
-        "delete_queue" => format!("Deleting queue '{}' on vhost '{vhost}' ...", a(0)),
+        "delete_queue" => {
+            let flag = |n: &str| req.options.get(n).is_some_and(|v| v.as_bool().unwrap_or(true));
+            let conditions: Vec<&str> = [("if-empty", " if queue is empty"), ("if-unused", " if queue is unused")]
+                .iter()
+                .filter(|(o, _)| flag(o))
+                .map(|(_, t)| *t)
+                .collect();
+            format!("Deleting queue '{}' on vhost '{vhost}'{} ...", a(0), conditions.join(" and"))
+        }
         "close_connection" => format!("Closing connection {}, reason: {}...", a(0), a(1)),
+        "close_all_connections" if req.options.contains_key("global") => format!("Closing all connections to node {node} (across all vhosts), reason: {}...", a(0)),
         "close_all_connections" => format!("Closing all connections in vhost {vhost}, reason: {}...", a(0)),
-        "set_vm_memory_high_watermark" => format!("Setting memory threshold on {node} to {} ...", req.args.join(" ")),
-        "set_disk_free_limit" => format!("Setting disk free limit on {node} to {} bytes ...", req.args.join(" ")),
+        "set_vm_memory_high_watermark" if a(0) == "absolute" => format!("Setting memory threshold on {node} to {} bytes ...", a(1)),
+        "set_vm_memory_high_watermark" => format!("Setting memory threshold on {node} to {} ...", a(0)),
+        "set_disk_free_limit" if a(0) == "mem_relative" => format!("Setting disk free limit on {node} to {} times the total RAM ...", a(1)),
+        "set_disk_free_limit" => format!("Setting disk free limit on {node} to {} bytes ...", a(0)),
         "stop" => format!("Stopping and halting node {node} ..."),
         "stop_app" => format!("Stopping rabbit application on node {node} ..."),
         "trace_on" => format!("Starting tracing for vhost \"{vhost}\" ..."),
         "trace_off" => format!("Stopping tracing for vhost \"{vhost}\" ..."),
+        // Definitions written to standard output come alone.
+        "export_definitions" if a(0) == "-" => return None,
         "export_definitions" => format!("Exporting definitions in JSON to a file at \"{}\" ...", a(0)),
         "import_definitions" => format!("Importing definitions in JSON from a file at \"{}\" ...", a(0)),
         "start_app" => format!("Starting node {node} ..."),
         "reset" | "force_reset" => format!("Resetting node {node} ..."),
         "check_running" => format!("Checking if RabbitMQ is running on node {node} ..."),
-        "check_local_alarms" => format!("Asking {node} to report any local resource alarms ..."),
-        "check_alarms" => format!("Asking {node} to report any known resource alarms ..."),
+        // (3.10's check_alarms has check_local_alarms' banner.)
+        "check_local_alarms" | "check_alarms" => format!("Asking node {node} to report any local resource alarms ..."),
         "check_port_connectivity" => format!("Testing TCP connections to all active listeners on node {node} ..."),
-        "check_protocol_listener" => format!("Testing for protocol listener {} on node {node} ...", a(0)),
+        "check_protocol_listener" => format!("Asking node {node} if there's an active listener for protocol {} ...", a(0)),
+        "server_version" => format!("Asking node {node} for its RabbitMQ version..."),
         "listeners" => format!("Asking node {node} to report its protocol listeners ..."),
         _ => return None,
     })
@@ -298,16 +471,8 @@ fn render(inv: &Invocation, node: &str, reply: Reply) -> i32 {
                 "Error: {msg}\nArguments given:\n\t{}\n",
                 inv.request.command
             );
-        } else if reply.code == exit::USAGE
-            && (msg.starts_with("Info key(s)") || msg.starts_with("not enough arguments"))
-        {
-            let given: Vec<&str> = std::iter::once(inv.request.command.as_str())
-                .chain(inv.request.args.iter().map(String::as_str))
-                .collect();
-            eprintln!(
-                "Error (argument validation): {msg}\nArguments given:\n\t{}\n",
-                given.join(" ")
-            );
+        } else if is_argument_error(&reply) {
+            argument_error(&inv.request, reply.code, msg);
         } else if inv.request.command == "delete_vhost"
             || msg.starts_with("Virtual host '") && msg.ends_with("' does not exist")
         {
@@ -322,7 +487,8 @@ fn render(inv: &Invocation, node: &str, reply: Reply) -> i32 {
             let path = inv.request.args.first().map(String::as_str).unwrap_or("-");
             let text = serde_json::to_string(doc).unwrap_or_default();
             if path == "-" {
-                let _ = writeln!(out, "{text}");
+                // rabbitmqctl prints the document without a line end.
+                let _ = write!(out, "{text}");
             } else if let Err(e) = std::fs::write(path, text) {
                 eprintln!("Error:\n{{:failed_to_write_file, \"{path}\", {e}}}");
                 return exit::DATAERR;
@@ -354,13 +520,8 @@ fn render(inv: &Invocation, node: &str, reply: Reply) -> i32 {
     let message = match inv.request.command.as_str() {
         "ping" => "Ping succeeded".to_string(),
         "add_user" if !inv.quiet => "Done. Don't forget to grant the user permissions to some virtual hosts! See 'rabbitmqctl help set_permissions' to learn more.".to_string(),
+        "import_definitions" if !inv.quiet => "Successfully started definition import. This process is asynchronous and can take some time.".to_string(),
         "check_running" => format!("RabbitMQ on node {node} is fully booted and running"),
-        "check_local_alarms" | "check_alarms" => "Node reported no alarms, local or clusterwide".to_string(),
-        "check_port_connectivity" => "Successfully connected to ports".to_string(),
-        "check_protocol_listener" => format!(
-            "A listener for protocol {} is running",
-            inv.request.args.first().cloned().unwrap_or_default()
-        ),
         _ => reply.message.clone(),
     };
     let suppressed = inv.silent && inv.request.command != "ping";
@@ -441,7 +602,7 @@ fn render_document(inv: &Invocation, node: &str, doc: &Value) -> String {
     };
     o += &format!(
         "Total memory used: {} gb\nCalculation strategy: rss\nMemory high watermark setting: {setting}, computed to: {} gb\n\n",
-        gb(num(&doc["memory"]["total"]["rss"]), 2),
+        gb(num(&doc["memory"]["total"]["rss"]), 4),
         gb(num(&doc["vm_memory_high_watermark_limit"]), 4),
     );
     o += &title("File Descriptors");
@@ -495,13 +656,28 @@ fn gb(bytes: f64, places: i32) -> String {
     }
 }
 
+/// Commands whose rows RabbitMQ computes at once rather than streams: with no rows they
+/// print an empty line (`[]` in JSON) where streamed lists print nothing.
+const NOT_STREAMED: &[&str] = &[
+    "list_permissions",
+    "list_user_permissions",
+    "list_topic_permissions",
+    "list_policies",
+    "list_operator_policies",
+];
+
 fn render_rows(out: &mut impl Write, inv: &Invocation, reply: &Reply) {
+    let streamed = !NOT_STREAMED.contains(&inv.request.command.as_str());
+    if reply.rows.is_empty() && !streamed {
+        let _ = writeln!(out, "{}", if inv.json { "[]" } else { "" });
+        return;
+    }
     if inv.json {
-        // rabbitmqctl --formatter json: one JSON array, an object per line.
+        // rabbitmqctl --formatter json: one JSON array, an object per line, each after
+        // the first led by its comma.
         let _ = writeln!(out, "[");
-        let n = reply.rows.len();
         for (i, r) in reply.rows.iter().enumerate() {
-            let sep = if i + 1 < n { "," } else { "" };
+            let sep = if i == 0 { "" } else { "," };
             // Keys in column order, as rabbitmqctl prints them.
             let fields: Vec<String> = reply
                 .columns
@@ -514,7 +690,7 @@ fn render_rows(out: &mut impl Write, inv: &Invocation, reply: &Reply) {
                     )
                 })
                 .collect();
-            let _ = writeln!(out, "{{{}}}{sep}", fields.join(","));
+            let _ = writeln!(out, "{sep}{{{}}}", fields.join(","));
         }
         let _ = writeln!(out, "]");
         return;
@@ -568,106 +744,286 @@ fn term(v: &Value) -> String {
     }
 }
 
-/// The plugins Warren has built in, under RabbitMQ's names.
-const BUILT_IN: &[(&str, &str)] = &[
-    ("rabbitmq_management", "management HTTP API (/api)"),
-    ("rabbitmq_management_agent", "part of the management API"),
+/// The plugins Warren has built in, under RabbitMQ's names, with their dependencies.
+const BUILT_IN: &[(&str, &[&str])] = &[
+    ("rabbitmq_auth_mechanism_ssl", &[]),
     (
-        "rabbitmq_web_dispatch",
-        "HTTP listener of the management API",
+        "rabbitmq_management",
+        &["rabbitmq_management_agent", "rabbitmq_web_dispatch"],
     ),
-    ("rabbitmq_prometheus", "Prometheus metrics (/metrics)"),
+    ("rabbitmq_management_agent", &[]),
     (
-        "rabbitmq_auth_mechanism_ssl",
-        "SASL EXTERNAL with TLS client certificates",
+        "rabbitmq_prometheus",
+        &["rabbitmq_management_agent", "rabbitmq_web_dispatch"],
     ),
+    ("rabbitmq_web_dispatch", &[]),
 ];
 
-/// `rabbitmq-plugins`: the built-in plugins are always enabled; enabling them succeeds,
-/// and so do setup scripts that enable them.
-fn plugins(inv: &Invocation) -> i32 {
+/// `plugins` with their dependencies, sorted.
+fn with_dependencies(plugins: &[String]) -> Vec<String> {
+    let mut all: Vec<String> = plugins.to_vec();
+    for p in plugins {
+        if let Some((_, deps)) = BUILT_IN.iter().find(|(n, _)| n == p) {
+            all.extend(deps.iter().map(|d| d.to_string()));
+        }
+    }
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// The explicitly enabled plugins: RABBITMQ_ENABLED_PLUGINS_FILE's list (a missing file
+/// is none), or, without the variable, what a Warren node then runs (management and
+/// Prometheus).
+fn enabled_plugins() -> (Option<std::path::PathBuf>, Vec<String>) {
+    match std::env::var_os("RABBITMQ_ENABLED_PLUGINS_FILE").filter(|f| !f.is_empty()) {
+        Some(f) => {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            let mut list = crate::conf::parse_enabled_plugins(&text);
+            list.sort();
+            list.dedup();
+            (Some(f.into()), list)
+        }
+        None => (
+            None,
+            vec!["rabbitmq_management".into(), "rabbitmq_prometheus".into()],
+        ),
+    }
+}
+
+/// The plugins the node runs (`None` when it cannot be reached).
+async fn running_plugins(node: &str) -> Option<Vec<String>> {
+    let req = Request {
+        command: "status".into(),
+        ..Request::default()
+    };
+    let reply = tokio::time::timeout(Duration::from_secs(30), call(node, &req))
+        .await
+        .ok()?
+        .ok()?;
+    let mut list: Vec<String> = reply
+        .document?
+        .get("active_plugins")?
+        .as_array()?
+        .iter()
+        .filter_map(|p| p.as_str().map(str::to_string))
+        .collect();
+    list.sort();
+    Some(list)
+}
+
+/// `rabbitmq-plugins`: Warren's plugins are built in; the enabled plugins file says
+/// which ones a node starts (read at boot), as RabbitMQ's does.
+async fn plugins(inv: &Invocation) -> i32 {
     let req = &inv.request;
-    let known = |p: &str| BUILT_IN.iter().any(|(n, _)| *n == p);
+    let node = crate::node::resolve(inv.node.as_deref());
+    // Short flags (`list -e`) arrive as positional arguments.
+    let mut flags = Vec::new();
+    let mut args = Vec::new();
+    for a in &req.args {
+        match a.as_str() {
+            "-e" | "-E" | "-m" | "-v" => flags.push(a.as_str()),
+            _ => args.push(a.clone()),
+        }
+    }
+    let option = |long: &str, short: &str| {
+        req.options.contains_key(long) || flags.iter().any(|f| f.strip_prefix('-') == Some(short))
+    };
     match req.command.as_str() {
         "list" => {
+            let pattern = args.first().cloned().unwrap_or_else(|| ".*".into());
+            let Ok(re) = regex::Regex::new(&pattern) else {
+                return argument_error(req, exit::DATAERR, "Bad argument: invalid pattern");
+            };
+            let (_, explicit) = enabled_plugins();
+            let implicit = with_dependencies(&explicit);
+            let running = running_plugins(&node).await;
+            let only_explicit = option("enabled", "E");
+            let only_enabled = option("implicitly-enabled", "e");
+            let minimal = option("minimal", "m");
+            let shown: Vec<&str> = BUILT_IN
+                .iter()
+                .map(|(n, _)| *n)
+                .filter(|n| re.is_match(n))
+                .filter(|n| !only_explicit || explicit.iter().any(|e| e == n))
+                .filter(|n| !only_enabled || implicit.iter().any(|e| e == n))
+                .collect();
             if !inv.quiet {
-                println!("Listing plugins with pattern \".*\" ...");
+                println!("Listing plugins with pattern \"{pattern}\" ...");
+            }
+            if !minimal && !inv.quiet {
                 println!(" Configured: E = explicitly enabled; e = implicitly enabled");
-                println!(
-                    " | Status: * = running on {}",
-                    crate::node::resolve(inv.node.as_deref())
-                );
+                match &running {
+                    Some(_) => println!(" | Status: * = running on {node}"),
+                    None => println!(" | Status: [failed to contact {node} - status not shown]"),
+                }
                 println!(" |/");
             }
-            for (name, _) in BUILT_IN {
+            let width = shown.iter().map(|n| n.len()).max().unwrap_or(0);
+            for name in shown {
+                if minimal {
+                    println!("{name}");
+                    continue;
+                }
+                let configured = if explicit.iter().any(|e| e == name) {
+                    'E'
+                } else if implicit.iter().any(|e| e == name) {
+                    'e'
+                } else {
+                    ' '
+                };
+                let run = match &running {
+                    Some(r) if r.iter().any(|p| p == name) => '*',
+                    _ => ' ',
+                };
                 println!(
-                    "[E*] {name:<34} {}",
+                    "[{configured}{run}] {name:<width$} {}",
                     warren_server::config::RABBITMQ_VERSION
                 );
             }
             0
         }
         "enable" | "disable" => {
-            let unknown: Vec<&String> = req
-                .args
-                .iter()
-                .filter(|p| !known(p) && !req.options.contains_key("all"))
-                .collect();
-            if !unknown.is_empty() {
-                let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
-                eprintln!(
-                    "Error:\n{{:plugins_not_found, [{}]}}",
-                    names
-                        .iter()
-                        .map(|n| format!(":{n}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                return exit::DATAERR;
+            let all = req.options.contains_key("all");
+            if args.is_empty() && !all {
+                return argument_error(req, exit::USAGE, "not enough arguments.");
             }
-            if req.command == "enable" {
-                println!(
-                    "Enabling plugins on node {}:",
-                    crate::node::resolve(inv.node.as_deref())
+            if !args.is_empty() && all {
+                return argument_error(
+                    req,
+                    exit::DATAERR,
+                    "Bad argument: Cannot set both --all and a list of plugins",
                 );
-                for p in &req.args {
+            }
+            let enable = req.command == "enable";
+            if !inv.quiet {
+                match (enable, all) {
+                    (true, true) => println!("Enabling ALL plugins on node {node}"),
+                    (false, true) => println!("Disabling ALL plugins on node {node}"),
+                    (true, false) => println!("Enabling plugins on node {node}:"),
+                    (false, false) => println!("Disabling plugins on node {node}:"),
+                }
+                for p in &args {
                     println!("{p}");
                 }
-                println!("The following plugins have been configured:");
-                for (name, _) in BUILT_IN {
-                    println!("  {name}");
-                }
-                println!(
-                    "Applying plugin configuration to {}...",
-                    crate::node::resolve(inv.node.as_deref())
-                );
-                println!("Plugin configuration unchanged.");
-            } else {
-                println!(
-                    "Warren's plugins are built in and stay enabled: {}",
-                    req.args.join(", ")
-                );
             }
+            let known = |p: &str| BUILT_IN.iter().any(|(n, _)| *n == p);
+            let named: Vec<String> = if all {
+                BUILT_IN.iter().map(|(n, _)| n.to_string()).collect()
+            } else {
+                args.clone()
+            };
+            let unknown: Vec<&String> = named.iter().filter(|p| !known(p)).collect();
+            if enable && !unknown.is_empty() {
+                let names: Vec<String> = unknown.iter().map(|n| format!(":{n}")).collect();
+                eprintln!("Error:\n{{:plugins_not_found, [{}]}}", names.join(", "));
+                return exit::SOFTWARE;
+            }
+            let (file, explicit) = enabled_plugins();
+            let before = with_dependencies(&explicit);
+            let mut wanted = explicit.clone();
+            if enable {
+                // A plugin enabled only as a dependency stays implicit.
+                for p in &named {
+                    let implicit_only = before.contains(p) && !explicit.contains(p);
+                    if !implicit_only && !wanted.contains(p) {
+                        wanted.push(p.clone());
+                    }
+                }
+            } else {
+                // Disabling a plugin disables the ones that depend on it.
+                let mut gone: Vec<String> = named.clone();
+                for (n, deps) in BUILT_IN {
+                    if deps.iter().any(|d| named.iter().any(|p| p == d)) {
+                        gone.push(n.to_string());
+                    }
+                }
+                wanted.retain(|p| !gone.contains(p));
+            }
+            wanted.sort();
+            let after = with_dependencies(&wanted);
+            if after.is_empty() {
+                println!("All plugins have been disabled.");
+            } else {
+                println!("The following plugins have been configured:");
+                for p in &after {
+                    println!("  {p}");
+                }
+            }
+            println!("Applying plugin configuration to {node}...");
+            let changed: Vec<&String> = if enable {
+                after.iter().filter(|p| !before.contains(p)).collect()
+            } else {
+                before.iter().filter(|p| !after.contains(p)).collect()
+            };
+            if changed.is_empty() {
+                println!("Plugin configuration unchanged.");
+                return 0;
+            }
+            // A node reads the file when it starts: the change is "offline", in
+            // RabbitMQ's words.
+            let Some(file) = file else {
+                eprintln!("Error:\n{{:enabled_plugins_file_not_set, \"RABBITMQ_ENABLED_PLUGINS_FILE is not set: without it a Warren node runs rabbitmq_management and rabbitmq_prometheus\"}}");
+                return exit::SOFTWARE;
+            };
+            let text = format!("[{}].\n", wanted.join(","));
+            if let Err(e) = std::fs::write(&file, text) {
+                eprintln!(
+                    "Error:\n{{:cannot_write_enabled_plugins_file, \"{}\", {e}}}",
+                    file.display()
+                );
+                return exit::SOFTWARE;
+            }
+            let verb = if enable { "enabled" } else { "disabled" };
+            println!("The following plugins have been {verb}:");
+            for p in &changed {
+                println!("  {p}");
+            }
+            println!();
+            if after.is_empty() {
+                println!("nothing to do.");
+            } else {
+                println!("set {} plugins.", after.len());
+            }
+            println!("Offline change; changes will take effect at broker restart.");
             0
         }
         "is_enabled" => {
-            if req.args.iter().all(|p| known(p)) {
-                if !inv.quiet {
-                    println!("Plugins are enabled");
-                }
-                0
-            } else {
-                eprintln!(
-                    "Error:\nPlugin(s) not enabled: {}",
-                    req.args
-                        .iter()
-                        .filter(|p| !known(p))
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                exit::UNAVAILABLE
+            if args.is_empty() {
+                return argument_error(req, exit::USAGE, "not enough arguments.");
             }
+            let (one, names) = (args.len() == 1, args.join(", "));
+            if !inv.quiet {
+                if one {
+                    println!("Asking node {node} if plugin {names} is enabled...");
+                } else {
+                    println!("Asking node {node} if plugins {names} are enabled...");
+                }
+            }
+            let Some(running) = running_plugins(&node).await else {
+                unavailable(&node);
+                return exit::UNAVAILABLE;
+            };
+            let missing: Vec<&String> = args.iter().filter(|p| !running.contains(p)).collect();
+            if missing.is_empty() {
+                if one {
+                    println!("Plugin {names} is enabled on node {node}");
+                } else {
+                    println!("Plugins {names} are enabled on node {node}");
+                }
+                return 0;
+            }
+            let list: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+            let subject = if list.len() == 1 {
+                format!("Plugin {} is", list[0])
+            } else {
+                format!("Plugins {} are", list.join(", "))
+            };
+            eprintln!(
+                "Error:\n{subject} not enabled on node {node}. Enabled plugins and dependencies: {}",
+                running.join(", ")
+            );
+            exit::UNAVAILABLE
         }
         "directories" => {
             println!("Plugin archives directory: (built into Warren)");

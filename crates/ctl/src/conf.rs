@@ -97,6 +97,19 @@ pub fn bytes(s: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
+/// RabbitMQ's enabled plugins file, `[rabbitmq_management,rabbitmq_prometheus].`: the
+/// plugin names.
+pub fn parse_enabled_plugins(text: &str) -> Vec<String> {
+    text.trim()
+        .trim_end_matches('.')
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .split(',')
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
 fn bool_of(v: &str) -> Option<bool> {
     match v {
         "true" => Some(true),
@@ -364,15 +377,7 @@ pub fn apply_environment(
     if let Some(f) = env("RABBITMQ_ENABLED_PLUGINS_FILE") {
         // `[rabbitmq_management,rabbitmq_prometheus].`; a missing file enables none.
         let text = std::fs::read_to_string(&f).unwrap_or_default();
-        let plugins: Vec<String> = text
-            .trim()
-            .trim_end_matches('.')
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .split(',')
-            .map(|p| p.trim().to_string())
-            .filter(|p| !p.is_empty())
-            .collect();
+        let plugins = parse_enabled_plugins(&text);
         config.management.enabled = plugins.iter().any(|p| p == "rabbitmq_management");
         config.prometheus.enabled = plugins.iter().any(|p| p == "rabbitmq_prometheus");
         launch.plugins = Some(plugins);

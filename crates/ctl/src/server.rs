@@ -2,6 +2,7 @@
 //! operation (the same ones the management API calls) and returns rows the tool
 //! renders.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,6 +25,13 @@ const MAX_REQUEST: u64 = 1 << 20;
 pub trait NodeControl: Send + Sync + 'static {
     /// `rabbitmqctl stop`: stop the node (as SIGTERM does).
     fn stop(&self);
+
+    /// The HTTP listeners the node has bound, as `(protocol, address)` with RabbitMQ's
+    /// protocol names (`http`, `https`, `http/prometheus`); `None` when the owner does
+    /// not know them, and the configured addresses are reported instead.
+    fn http_listeners(&self) -> Option<Vec<(&'static str, SocketAddr)>> {
+        None
+    }
 }
 
 /// A listening control socket; the file is removed when this is dropped.
@@ -262,7 +270,7 @@ async fn run(
     Ok(match req.command.as_str() {
         "ping" | "await_startup" | "check_running" => Reply::ok(),
         "status" => Reply {
-            document: Some(status(admin, node)),
+            document: Some(status(admin, control, node)),
             ..Reply::default()
         },
         "server_version" => Reply::text(warren_server::config::RABBITMQ_VERSION),
@@ -303,6 +311,12 @@ async fn run(
         }
         "import_definitions" => {
             let text = opt(req, "document").and_then(Value::as_str).unwrap_or("");
+            if let Err(e) = serde_json::from_str::<Value>(text) {
+                return Err(Reply::error(
+                    exit::DATAERR,
+                    format!("Failed to deserialise input (format: JSON) (error: {e})"),
+                ));
+            }
             match warren_broker::definitions::import(broker, text) {
                 Ok(_) => Reply::ok(),
                 Err(why) => Reply::error(exit::DATAERR, why),
@@ -677,7 +691,11 @@ async fn run(
             let user = arg(req, 0, "<username>")?;
             done(access.change_password(user, Some(arg(req, 1, "<password>")?)))
         }
-        "clear_password" => done(access.change_password(arg(req, 0, "<username>")?, None)),
+        "clear_password" => match access.change_password(arg(req, 0, "<username>")?, None) {
+            // rabbitmqctl prints the Erlang error here (69), not "User ... does not exist".
+            Err(AdminError::NoSuchUser(u)) => no_such_user(&u),
+            r => done(r),
+        },
         "authenticate_user" => {
             let user = arg(req, 0, "<username>")?;
             match access.check_password(user, arg(req, 1, "<password>")?) {
@@ -731,30 +749,58 @@ async fn run(
             let user = arg(req, 0, "<username>")?;
             let x = arg(req, 1, "<exchange>")?;
             let (w, r) = (arg(req, 2, "<write>")?, arg(req, 3, "<read>")?);
-            done(access.set_topic_permissions(user, &vhost, x, w, r))
+            permissions_done(access.set_topic_permissions(user, &vhost, x, w, r))
         }
         "clear_topic_permissions" => {
             let user = arg(req, 0, "<username>")?;
-            done(access.clear_topic_permissions(user, &vhost, req.args.get(1).map(String::as_str)))
+            permissions_done(access.clear_topic_permissions(
+                user,
+                &vhost,
+                req.args.get(1).map(String::as_str),
+            ))
         }
         "set_vhost_limits" => {
-            let def = parse_json(arg(req, 0, "<definition>")?)?;
+            let def = limits_json(arg(req, 0, "<definition>")?)?;
+            check_limits(&def, &["max-connections", "max-queues"], true)?;
             let mut limits = access.vhost(&vhost).map(|v| v.limits).unwrap_or_default();
-            apply_limit(&def, "max-connections", &mut limits.max_connections)?;
-            apply_limit(&def, "max-queues", &mut limits.max_queues)?;
+            apply_limit(&def, "max-connections", &mut limits.max_connections);
+            apply_limit(&def, "max-queues", &mut limits.max_queues);
             done(access.set_vhost_limits(&vhost, limits))
         }
-        "clear_vhost_limits" => done(access.set_vhost_limits(&vhost, VHostLimits::default())),
+        "clear_vhost_limits" => {
+            // RabbitMQ clears a runtime parameter: none set (or no such vhost) is 69.
+            match access.vhost(&vhost) {
+                Some(v) if v.limits != VHostLimits::default() => {
+                    done(access.set_vhost_limits(&vhost, VHostLimits::default()))
+                }
+                _ => Reply::error(exit::UNAVAILABLE, "Parameter does not exist"),
+            }
+        }
         "set_user_limits" => {
             let user = arg(req, 0, "<username>")?;
-            let def = parse_json(arg(req, 1, "<definition>")?)?;
-            let mut limits = access.user(user).map(|u| u.limits).unwrap_or_default();
-            apply_limit(&def, "max-connections", &mut limits.max_connections)?;
-            apply_limit(&def, "max-channels", &mut limits.max_channels)?;
+            let def = limits_json(arg(req, 1, "<definition>")?)?;
+            check_limits(&def, &["max-connections", "max-channels"], false)?;
+            let Some(mut limits) = access.user(user).map(|u| u.limits) else {
+                return Ok(no_such_user(user));
+            };
+            apply_limit(&def, "max-connections", &mut limits.max_connections);
+            apply_limit(&def, "max-channels", &mut limits.max_channels);
             done(access.set_user_limits(user, limits))
         }
         "clear_user_limits" => {
-            done(access.set_user_limits(arg(req, 0, "<username>")?, UserLimits::default()))
+            let user = arg(req, 0, "<username>")?;
+            let which = arg(req, 1, "<limit_type>")?;
+            let Some(mut limits) = access.user(user).map(|u| u.limits) else {
+                return Ok(no_such_user(user));
+            };
+            match which {
+                "all" => limits = UserLimits::default(),
+                "max-connections" => limits.max_connections = None,
+                "max-channels" => limits.max_channels = None,
+                // RabbitMQ clears nothing and succeeds for a limit it does not know.
+                _ => {}
+            }
+            done(access.set_user_limits(user, limits))
         }
         "set_policy" | "set_operator_policy" => {
             let kind = if req.command == "set_policy" {
@@ -766,10 +812,13 @@ async fn run(
             let pattern = arg(req, 1, "<pattern>")?;
             let definition = match parse_json(arg(req, 2, "<definition>")?)? {
                 Value::Object(m) => m,
-                _ => {
+                other => {
                     return Err(Reply::error(
-                        exit::DATAERR,
-                        "The definition must be a JSON object",
+                        exit::UNAVAILABLE,
+                        format!(
+                            "Validation failed\n\n{} is not a JSON object\n",
+                            erlang_term(&other)
+                        ),
                     ))
                 }
             };
@@ -793,7 +842,14 @@ async fn run(
                 priority,
                 definition,
             };
-            done(broker.put_policy(kind, record).map(|_| ()))
+            match broker.put_policy(kind, record) {
+                Ok(_) => Reply::ok(),
+                // As rabbitmqctl: a refused definition is 69 (a missing vhost stays 65).
+                Err(AdminError::Validation(why)) => {
+                    Reply::error(exit::UNAVAILABLE, AdminError::Validation(why).to_string())
+                }
+                Err(e) => admin_error(e),
+            }
         }
         "clear_policy" | "clear_operator_policy" => {
             let kind = if req.command == "clear_policy" {
@@ -840,6 +896,12 @@ async fn run(
                 )),
                 Err(warren_broker::Error::QueueNotFound { .. }) => {
                     Reply::error(exit::USAGE, "Queue not found")
+                }
+                Err(warren_broker::Error::InUse { .. }) => {
+                    Reply::error(exit::USAGE, "Queue is in use")
+                }
+                Err(warren_broker::Error::NotEmpty { .. }) => {
+                    Reply::error(exit::USAGE, "Queue is not empty")
                 }
                 Err(e) => Reply::error(exit::DATAERR, e.to_string()),
             }
@@ -888,81 +950,95 @@ async fn run(
         }
         "eval" => eval(admin, arg(req, 0, "<expression>")?)?,
         "check_local_alarms" | "check_alarms" => {
-            if admin.alarms().is_on() {
-                let s = *admin.alarms().subscribe().borrow();
-                let mut which = Vec::new();
-                if s.memory {
-                    which.push("memory");
-                }
-                if s.disk {
-                    which.push("disk");
-                }
-                Reply::error(
-                    exit::SOFTWARE,
-                    format!("Node {node} reported alarms: {}", which.join(", ")),
-                )
+            let st = *admin.alarms().subscribe().borrow();
+            let mut lines = Vec::new();
+            if st.memory {
+                lines.push(format!("Memory alarm on node {node}"));
+            }
+            if st.disk {
+                lines.push(format!("Free disk space alarm on node {node}"));
+            }
+            if !lines.is_empty() {
+                Reply::error(exit::UNAVAILABLE, lines.join("\n"))
+            } else if req.command == "check_local_alarms" {
+                Reply::text(format!("Node {node} reported no local alarms"))
             } else {
-                Reply::ok()
+                Reply::text(format!(
+                    "Node {node} reported no alarms, local or clusterwide"
+                ))
             }
         }
-        "listeners" => {
-            let mut rows = vec![listener_row(
-                node,
-                "amqp",
-                admin.amqp_addr(),
-                "AMQP 0-9-1 and AMQP 1.0",
-            )];
-            if let Some(a) = admin.amqps_addr() {
-                rows.push(listener_row(
-                    node,
-                    "amqp/ssl",
-                    a,
-                    "AMQP 0-9-1 and AMQP 1.0 over TLS",
-                ));
-            }
-            Reply {
-                rows,
-                ..Reply::default()
-            }
-        }
+        "listeners" => Reply {
+            rows: listeners(admin, control)
+                .into_iter()
+                .map(|(p, a)| obj(listener_json(node, p, a)))
+                .collect(),
+            ..Reply::default()
+        },
         "check_port_connectivity" => {
+            let all = listeners(admin, control);
             let mut failed = Vec::new();
-            let mut addrs = vec![admin.amqp_addr()];
-            addrs.extend(admin.amqps_addr());
-            for a in addrs {
-                let target = if a.ip().is_unspecified() {
-                    std::net::SocketAddr::from(([127, 0, 0, 1], a.port()))
+            for &(protocol, a) in &all {
+                // A wildcard listener is tried on the loopback addresses.
+                let targets: Vec<SocketAddr> = if a.ip().is_unspecified() {
+                    let mut t = vec![SocketAddr::from(([127, 0, 0, 1], a.port()))];
+                    if a.is_ipv6() {
+                        t.insert(
+                            0,
+                            SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), a.port()),
+                        );
+                    }
+                    t
                 } else {
-                    a
+                    vec![a]
                 };
-                if tokio::net::TcpStream::connect(target).await.is_err() {
-                    failed.push(a.port().to_string());
+                let mut ok = false;
+                for target in targets {
+                    let connect = tokio::net::TcpStream::connect(target);
+                    let timeout = std::time::Duration::from_secs(10);
+                    if matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_))) {
+                        ok = true;
+                        break;
+                    }
+                }
+                if !ok {
+                    failed.push(listener_line(protocol, a));
                 }
             }
             if failed.is_empty() {
-                Reply::ok()
+                let mut ports: Vec<u16> = all.iter().map(|(_, a)| a.port()).collect();
+                ports.sort_unstable();
+                let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+                Reply::text(format!(
+                    "Successfully connected to ports {} on node {node}.",
+                    ports.join(", ")
+                ))
             } else {
                 Reply::error(
-                    exit::SOFTWARE,
-                    format!("Connection to ports {} failed", failed.join(", ")),
+                    exit::UNAVAILABLE,
+                    format!(
+                        "Connection to ports of the following listeners on node {node} failed: \n{}",
+                        failed.join("\n")
+                    ),
                 )
             }
         }
         "check_protocol_listener" => {
-            let p = arg(req, 0, "<protocol>")?.to_ascii_lowercase();
-            let up = match p.as_str() {
-                "amqp" | "amqp091" | "amqp0-9-1" => true,
-                "amqps" | "amqp/ssl" | "amqp091/ssl" => admin.amqps_addr().is_some(),
-                "http" | "management" => admin.config().management.enabled,
-                "prometheus" | "http/prometheus" => admin.config().prometheus.enabled,
-                _ => false,
-            };
-            if up {
-                Reply::ok()
+            let p = normalize_protocol(arg(req, 0, "<protocol>")?);
+            let all = listeners(admin, control);
+            if all.iter().any(|(q, _)| *q == p) {
+                Reply::text(format!(
+                    "A listener for protocol {p} is running on node {node}."
+                ))
             } else {
+                let mut found: Vec<&str> = all.iter().map(|(q, _)| *q).collect();
+                found.sort_unstable();
                 Reply::error(
-                    exit::SOFTWARE,
-                    format!("No active listener for protocol {p} was found"),
+                    exit::UNAVAILABLE,
+                    format!(
+                        "No listener for protocol {p} is active on node {node}. Found listeners for the following protocols: {}",
+                        found.join(", ")
+                    ),
                 )
             }
         }
@@ -970,15 +1046,76 @@ async fn run(
     })
 }
 
-fn listener_row(
-    node: &str,
-    protocol: &str,
-    a: std::net::SocketAddr,
-    purpose: &str,
-) -> Map<String, Value> {
-    obj(
-        json!({"node": node, "protocol": protocol, "interface": a.ip().to_string(),
-               "port": a.port(), "purpose": purpose}),
+/// The node's listeners as `(protocol, address)`, in the order RabbitMQ lists them:
+/// HTTP ones first, then AMQP. (No `clustering` listener: Warren has no Erlang
+/// distribution.)
+fn listeners(admin: &Admin, control: &dyn NodeControl) -> Vec<(&'static str, SocketAddr)> {
+    let config = admin.config();
+    let mut all = control.http_listeners().unwrap_or_else(|| {
+        let mut http = Vec::new();
+        if config.management.enabled {
+            http.push(("http", config.management.listen));
+            if let Some(a) = config.management.tls_listen {
+                http.push(("https", a));
+            }
+        }
+        if config.prometheus.enabled {
+            http.push(("http/prometheus", config.prometheus.listen));
+        }
+        http
+    });
+    all.push(("amqp", admin.amqp_addr()));
+    if let Some(a) = admin.amqps_addr() {
+        all.push(("amqp/ssl", a));
+    }
+    all
+}
+
+/// RabbitMQ's description of a listener's protocol.
+fn protocol_label(protocol: &str) -> &str {
+    match protocol {
+        "amqp" => "AMQP 0-9-1 and AMQP 1.0",
+        "amqp/ssl" => "AMQP 0-9-1 and AMQP 1.0 over TLS",
+        "http" => "HTTP API",
+        "https" => "HTTP API over TLS (HTTPS)",
+        "http/prometheus" => "Prometheus exporter API over HTTP",
+        "https/prometheus" => "Prometheus exporter API over TLS (HTTPS)",
+        other => other,
+    }
+}
+
+/// A protocol name as rabbitmq-diagnostics normalises it (`amqp091` is `amqp`, ...).
+fn normalize_protocol(p: &str) -> String {
+    let p = p.to_lowercase();
+    match p.as_str() {
+        "amqp091" | "amqp0.9.1" | "amqp0-9-1" | "amqp0_9_1" | "amqp10" | "amqp1.0" | "amqp1-0"
+        | "amqp1_0" => "amqp".into(),
+        "amqps" => "amqp/ssl".into(),
+        "http1" | "http1.1" | "http_api" | "management" | "management_ui" | "ui" => "http".into(),
+        "cli" | "distribution" => "clustering".into(),
+        _ => p,
+    }
+}
+
+/// An interface as RabbitMQ prints it: IPv6 addresses in brackets.
+fn interface(a: SocketAddr) -> String {
+    match a.ip() {
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    }
+}
+
+fn listener_json(node: &str, protocol: &str, a: SocketAddr) -> Value {
+    json!({"node": node, "protocol": protocol, "interface": interface(a),
+           "port": a.port(), "purpose": protocol_label(protocol)})
+}
+
+fn listener_line(protocol: &str, a: SocketAddr) -> String {
+    format!(
+        "Interface: {}, port: {}, protocol: {protocol}, purpose: {}",
+        interface(a),
+        a.port(),
+        protocol_label(protocol)
     )
 }
 
@@ -987,72 +1124,160 @@ fn pid(node: &str, connection: u64, channel: u16) -> String {
     format!("<{node}.{connection}.{channel}>")
 }
 
+/// A JSON argument (policy definition, limits); rabbitmqctl's error for text that is not
+/// JSON is 69 with the decoder's Erlang reason.
 fn parse_json(text: &str) -> Result<Value, Reply> {
     serde_json::from_str(text)
-        .map_err(|e| Reply::error(exit::DATAERR, format!("could not parse JSON document: {e}")))
+        .map_err(|_| Reply::error(exit::UNAVAILABLE, "JSON decoding error. Reason: badarg"))
 }
 
-fn apply_limit(def: &Value, key: &str, slot: &mut Option<u64>) -> Result<(), Reply> {
-    match def.get(key) {
-        None => Ok(()),
-        Some(v) => match v.as_i64() {
-            Some(n) if n < 0 => {
-                *slot = None;
-                Ok(())
-            }
-            Some(n) => {
-                *slot = Some(n as u64);
-                Ok(())
-            }
-            None => Err(Reply::error(
-                exit::DATAERR,
-                format!("{key} must be an integer"),
-            )),
-        },
+/// A limits definition: a JSON object.
+fn limits_json(text: &str) -> Result<Map<String, Value>, Reply> {
+    match parse_json(text)? {
+        Value::Object(m) => Ok(m),
+        other => Err(Reply::error(
+            exit::UNAVAILABLE,
+            format!(
+                "Validation failed\n\n{} is not a JSON object\n",
+                erlang_term(&other)
+            ),
+        )),
     }
 }
 
-/// `set_vm_memory_high_watermark FRACTION` or `absolute BYTES` (with K/M/G units).
-fn watermark(args: &[String]) -> Result<u64, Reply> {
-    let usage = || {
-        Reply::error(
-            exit::USAGE,
-            "usage: set_vm_memory_high_watermark <fraction> | absolute <value>",
-        )
+/// Refuses unknown limits and values that are not integers, with rabbitmqctl's words
+/// (vhost limits wrap them in "Validation failed", user limits do not).
+fn check_limits(def: &Map<String, Value>, known: &[&str], vhost: bool) -> Result<(), Reply> {
+    let fail = |why: String| {
+        let message = if vhost {
+            format!("Validation failed\n\n{why}\n")
+        } else {
+            why
+        };
+        Err(Reply::error(exit::UNAVAILABLE, message))
     };
+    let unknown: Vec<String> = def
+        .iter()
+        .filter(|(k, _)| !known.contains(&k.as_str()))
+        .map(|(k, v)| format!("{{<<{k:?}>>,{}}}", erlang_term(v)))
+        .collect();
+    if !unknown.is_empty() {
+        let scope = if vhost { "limits" } else { "user-limits" };
+        return fail(format!(
+            "Unrecognised terms [{}] in {scope}",
+            unknown.join(",")
+        ));
+    }
+    for (k, v) in def {
+        if !v.is_i64() {
+            return fail(format!(
+                "{k} should be a number, actually was {}",
+                erlang_term(v)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A JSON value as RabbitMQ prints the decoded term in errors: strings as binaries.
+fn erlang_term(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("<<{s:?}>>"),
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(erlang_term).collect::<Vec<_>>().join(",")
+        ),
+        Value::Object(m) => format!(
+            "#{{{}}}",
+            m.iter()
+                .map(|(k, v)| format!("<<{k:?}>> => {}", erlang_term(v)))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    }
+}
+
+/// A checked limit (an integer): negative removes it, as in RabbitMQ.
+fn apply_limit(def: &Map<String, Value>, key: &str, slot: &mut Option<u64>) {
+    if let Some(n) = def.get(key).and_then(Value::as_i64) {
+        *slot = u64::try_from(n).ok();
+    }
+}
+
+/// rabbitmqctl's answer for a missing user where it prints the Erlang error (69).
+fn no_such_user(user: &str) -> Reply {
+    Reply::error(exit::UNAVAILABLE, format!("{{:no_such_user, \"{user}\"}}"))
+}
+
+/// rabbitmqctl's argument errors (printed without the banner, as "Error (argument
+/// validation): ..."): too few or too many arguments (64), a bad value (65).
+fn bad_argument(detail: Option<&str>) -> Reply {
+    match detail {
+        None => Reply::error(exit::DATAERR, "Bad argument."),
+        Some(d) => Reply::error(exit::DATAERR, format!("Bad argument: {d}")),
+    }
+}
+
+fn not_enough_arguments() -> Reply {
+    Reply::error(exit::USAGE, "not enough arguments.")
+}
+
+fn too_many_arguments() -> Reply {
+    Reply::error(exit::USAGE, "too many arguments.")
+}
+
+/// `set_vm_memory_high_watermark FRACTION` or `absolute BYTES` (with K/M/G units),
+/// validated as rabbitmqctl 3.10 does.
+fn watermark(args: &[String]) -> Result<u64, Reply> {
     match args {
+        [] => Err(not_enough_arguments()),
+        [kw] if kw == "absolute" => Err(not_enough_arguments()),
+        [kw, value] if kw == "absolute" => {
+            let digits = value.len() - value.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            if digits == 0 {
+                return Err(bad_argument(None));
+            }
+            if value[digits..].starts_with('.') {
+                return Err(bad_argument(Some("The threshold should be an integer.")));
+            }
+            crate::conf::bytes(value).ok_or_else(|| bad_argument(Some("Invalid units.")))
+        }
         [fraction] => {
-            let f: f64 = fraction.parse().map_err(|_| usage())?;
+            let f: f64 = fraction.parse().map_err(|_| bad_argument(None))?;
             if !(0.0..=1.0).contains(&f) {
-                return Err(Reply::error(
-                    exit::USAGE,
+                return Err(bad_argument(Some(
                     "The threshold should be a fraction between 0.0 and 1.0",
-                ));
+                )));
             }
             let total = warren_server::alarm::total_memory_bytes().unwrap_or(0);
             Ok(((total as f64) * f).max(if f > 0.0 { 1.0 } else { 0.0 }) as u64)
         }
-        [kw, value] if kw == "absolute" => crate::conf::bytes(value).ok_or_else(usage),
-        _ => Err(usage()),
+        _ => Err(too_many_arguments()),
     }
 }
 
-/// `set_disk_free_limit BYTES` (with units) or `mem_relative FRACTION`.
+/// `set_disk_free_limit BYTES` (with units) or `mem_relative FRACTION`, validated as
+/// rabbitmqctl 3.10 does (a negative number of bytes is taken, and means no limit).
 fn disk_limit(args: &[String]) -> Result<u64, Reply> {
-    let usage = || {
-        Reply::error(
-            exit::USAGE,
-            "usage: set_disk_free_limit <disk_limit> | mem_relative <fraction>",
-        )
-    };
     match args {
-        [value] => crate::conf::bytes(value).ok_or_else(usage),
+        [] => Err(not_enough_arguments()),
+        [kw] if kw == "mem_relative" => Err(not_enough_arguments()),
         [kw, fraction] if kw == "mem_relative" => {
-            let f: f64 = fraction.parse().map_err(|_| usage())?;
+            let f: f64 = fraction.parse().map_err(|_| bad_argument(None))?;
+            if f < 0.0 || !f.is_finite() {
+                return Err(bad_argument(None));
+            }
             let total = warren_server::alarm::total_memory_bytes().unwrap_or(0);
             Ok(((total as f64) * f) as u64)
         }
-        _ => Err(usage()),
+        [value] => match value.strip_prefix('-') {
+            Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => Ok(0),
+            _ => crate::conf::bytes(value).ok_or_else(|| bad_argument(None)),
+        },
+        _ => Err(too_many_arguments()),
     }
 }
 
@@ -1090,40 +1315,29 @@ fn eval(admin: &Admin, expr: &str) -> Result<Reply, Reply> {
 
 /// `status`, with the keys of `rabbitmqctl status --formatter json` that mean something
 /// for Warren (no Erlang VM: no processes, run queue, net_ticktime, erlang_version).
-fn status(admin: &Admin, node: &str) -> Value {
+fn status(admin: &Admin, control: &dyn NodeControl, node: &str) -> Value {
     let alarms = admin.alarms();
     let s = *alarms.subscribe().borrow();
     let config = admin.config();
-    let listener = |addr: std::net::SocketAddr, protocol: &str, purpose: &str| {
-        let interface = match addr.ip() {
-            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-            ip => ip.to_string(),
-        };
-        json!({"interface": interface, "node": node, "port": addr.port(),
-               "protocol": protocol, "purpose": purpose})
-    };
-    let mut listeners = Vec::new();
+    let listeners: Vec<Value> = listeners(admin, control)
+        .into_iter()
+        .map(|(p, a)| listener_json(node, p, a))
+        .collect();
     let mut plugins: Vec<&str> = Vec::new();
     if config.management.enabled {
-        listeners.push(listener(config.management.listen, "http", "HTTP API"));
-        plugins.extend([
-            "rabbitmq_management",
-            "rabbitmq_management_agent",
-            "rabbitmq_web_dispatch",
-        ]);
+        plugins.push("rabbitmq_management");
     }
     if config.prometheus.enabled {
-        listeners.push(listener(
-            config.prometheus.listen,
-            "http/prometheus",
-            "Prometheus exporter API over HTTP",
-        ));
         plugins.push("rabbitmq_prometheus");
     }
-    listeners.push(listener(admin.amqp_addr(), "amqp", "AMQP 0-9-1"));
-    if let Some(a) = admin.amqps_addr() {
-        listeners.push(listener(a, "amqp/ssl", "AMQP 0-9-1 over TLS"));
+    // Their dependencies run too, as in RabbitMQ.
+    if !plugins.is_empty() {
+        plugins.extend(["rabbitmq_management_agent", "rabbitmq_web_dispatch"]);
     }
+    if config.auth.mechanisms.iter().any(|m| m == "EXTERNAL") {
+        plugins.push("rabbitmq_auth_mechanism_ssl");
+    }
+    plugins.sort_unstable();
     let mut alarm_list = Vec::new();
     if s.memory {
         alarm_list.push(json!({"node": node, "resource": "memory", "type": "resource_limit"}));
