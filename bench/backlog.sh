@@ -8,7 +8,9 @@
 # publish stall (whole seconds with no publish), RAM per queued message, disk bytes per
 # message, drain rate and order, RSS after the delete.
 # DATA_DIR (default: a directory under target/) must have room for the backlog
-# (about 1.1 KiB per 1 KiB message).
+# (about 1.1 KiB per 1 KiB message). To measure another broker the same way (e.g. the
+# Debian RabbitMQ): BROKER_URI=amqp://guest:guest@127.0.0.1:5672/%2f
+# BROKER_PID=$(pgrep -f beam.smp) BROKER_DATA=/var/lib/rabbitmq bench/backlog.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FILL_SECS=${FILL_SECS:-20}
@@ -20,15 +22,22 @@ log=$(mktemp)
 samples=$(mktemp)
 trap 'kill ${sampler:-0} 2>/dev/null || true; kill -9 ${pid:-0} 2>/dev/null || true; rm -rf "$data" "$log" "$samples"' EXIT
 
-./target/release/warren --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --prometheus-listen 127.0.0.1:0 --data-dir "$data" >"$log" 2>&1 &
-pid=$!
-for _ in $(seq 1 6000); do
-  addr=$(sed -n 's/.*AMQP listener on \([0-9.]*:[0-9]*\).*/\1/p' "$log" | head -n1)
-  [ -n "$addr" ] && break
-  sleep 0.01
-done
-[ -n "$addr" ] || { cat "$log"; echo "warren did not start"; exit 1; }
-uri="amqp://guest:guest@$addr/%2f"
+if [ -n "${BROKER_URI:-}" ]; then
+  pid=$BROKER_PID
+  uri=$BROKER_URI
+  data=${BROKER_DATA:?set BROKER_DATA to the data directory of the broker}
+  trap 'kill ${sampler:-0} 2>/dev/null || true; rm -f "$log" "$samples"' EXIT
+else
+  ./target/release/warren --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --prometheus-listen 127.0.0.1:0 --data-dir "$data" >"$log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 6000); do
+    addr=$(sed -n 's/.*AMQP listener on \([0-9.]*:[0-9]*\).*/\1/p' "$log" | head -n1)
+    [ -n "$addr" ] && break
+    sleep 0.01
+  done
+  [ -n "$addr" ] || { cat "$log"; echo "warren did not start"; exit 1; }
+  uri="amqp://guest:guest@$addr/%2f"
+fi
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 idle=$(rss_kib "$pid")
 ( while kill -0 "$pid" 2>/dev/null; do echo "$(date +%s%N) $(rss_kib "$pid")"; sleep 0.1; done ) >"$samples" &
@@ -37,7 +46,7 @@ sampler=$!
 fill=$(./target/release/warren-perf --uri "$uri" --raw -x 1 -y 0 -s "$SIZE" \
   --keep-queues --queue-prefix backlog --duration "$FILL_SECS" --quiet \
   --broker-pid "$pid" 2>/dev/null | grep '^JSON ' | cut -c6-)
-disk=$(du -sk "$data" | cut -f1)
+disk=$(du -sk "$data" 2>/dev/null | cut -f1)
 peak_fill=$(awk '{ if ($2 > m) m = $2 } END { print m }' "$samples")
 filled_rss=$(rss_kib "$pid")
 drain=$(./target/release/warren-perf --uri "$uri" --raw -x 0 -y 1 -a -s "$SIZE" \
