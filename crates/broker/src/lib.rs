@@ -27,6 +27,8 @@ pub mod deadletter;
 pub mod definitions;
 pub mod error;
 pub mod exchange;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod headers;
 pub mod message;
 pub mod names;

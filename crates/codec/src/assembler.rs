@@ -61,9 +61,10 @@ impl Body {
         *self = match std::mem::replace(self, Body::Empty) {
             Body::Empty => Body::One(part),
             Body::One(first) => {
-                // Capacity is bounded by `expected`, which was checked against the
-                // maximum message size when the header arrived.
-                let mut all = BytesMut::with_capacity(expected as usize);
+                // Room for the whole body announced (checked against the maximum message
+                // size when the header arrived), up to PREALLOC_MAX: a limit may be
+                // configured far above what memory holds, and a header only claims.
+                let mut all = BytesMut::with_capacity(expected.min(PREALLOC_MAX) as usize);
                 all.extend_from_slice(&first);
                 all.extend_from_slice(&part);
                 Body::Many(all)
@@ -83,6 +84,9 @@ impl Body {
         }
     }
 }
+
+/// The most a body split over several frames reserves before its frames arrive.
+const PREALLOC_MAX: u64 = 64 << 20;
 
 /// Per-channel content assembly.
 #[derive(Debug)]

@@ -25,6 +25,8 @@ pub const FRAME_HEARTBEAT: u8 = 8;
 pub const FRAME_END: u8 = 0xCE;
 /// Header (7) plus frame-end (1).
 pub const FRAME_OVERHEAD: usize = 8;
+/// The most a partial frame makes the decoder reserve ahead of the bytes arriving.
+const RESERVE_AHEAD: usize = 1 << 20;
 
 /// One decoded frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,7 +131,9 @@ impl FrameDecoder {
         }
         let total = 7 + size as usize + 1;
         if buf.len() < total {
-            buf.reserve(total - buf.len());
+            // Room for the rest of the frame, but at most RESERVE_AHEAD before it arrives:
+            // with frame_max 0 (no limit) a 7-byte header may claim 4 GiB.
+            buf.reserve((total - buf.len()).min(RESERVE_AHEAD));
             return Ok(None);
         }
         if buf[total - 1] != FRAME_END {

@@ -22,6 +22,8 @@ pub mod assembler;
 pub mod encode;
 pub mod error;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod json;
 pub mod methods;
 pub mod nesting;

@@ -21,6 +21,8 @@ pub mod channel;
 pub mod config;
 pub mod connection;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod registry;
 pub mod sink;
 pub mod stats;
