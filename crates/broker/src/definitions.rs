@@ -311,6 +311,9 @@ pub fn import(broker: &Broker, json: &str) -> Result<Summary, String> {
             return Err(format!("vhost '{}' is not defined", e.vhost));
         }
     }
+    // The whole document is refused if a declaration would fail (a conflict with an
+    // existing queue or exchange, a binding to nothing): tried first on a copy.
+    dry_run_topology(broker, &entries)?;
     broker
         .access()
         .apply(&state, true)
@@ -513,14 +516,14 @@ pub fn export_vhost(broker: &Broker, vhost: &str, meta: &ExportMeta) -> Option<V
 }
 
 /// A definitions entry's topology part, validated before anything changes.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TopologyEntry {
     /// Its vhost.
     pub vhost: String,
     kind: TopologyKind,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum TopologyKind {
     Exchange(ExchangeOptions),
     Queue(QueueOptions),
@@ -607,6 +610,33 @@ pub fn parse_topology(
         });
     }
     Ok(out)
+}
+
+/// Declares `entries` on a scratch in-memory broker holding a copy of the current
+/// topology of the vhosts they touch, with the same engine operations the real import
+/// uses: an entry that would fail there fails here first, before anything changed.
+///
+/// # Errors
+/// The first entry that cannot be declared, named by the engine's error.
+fn dry_run_topology(broker: &Broker, entries: &[TopologyEntry]) -> Result<(), String> {
+    let scratch = Broker::new();
+    let mut vhosts: Vec<&str> = entries.iter().map(|e| e.vhost.as_str()).collect();
+    vhosts.sort_unstable();
+    vhosts.dedup();
+    for v in vhosts {
+        let _ = scratch.access.add_vhost(v, "", &[]);
+        scratch.add_vhost(v);
+        if broker.vhost(v).is_none() {
+            continue;
+        }
+        let (queues, exchanges, bindings) = topology_json(broker, v, false);
+        let current = json!({"queues": queues, "exchanges": exchanges, "bindings": bindings});
+        // The copy is best effort: what the broker holds always parses and declares.
+        if let Ok(existing) = parse_topology(&current, Some(v)) {
+            let _ = apply_topology(&scratch, existing);
+        }
+    }
+    apply_topology(&scratch, entries.to_vec())
 }
 
 /// Declares checked topology entries (exchanges, then queues, then bindings, in the
@@ -710,6 +740,47 @@ mod tests {
         assert_eq!(u.tags, vec!["administrator", "monitoring"]);
         assert_eq!(u.limits.max_connections, None);
         assert_eq!(broker.access().vhost("v").unwrap().tags, vec!["x"]);
+    }
+
+    #[test]
+    fn a_topology_conflict_refuses_the_whole_document() {
+        let broker = Broker::new();
+        let v = broker.vhost("/").unwrap();
+        v.declare_queue(
+            crate::vhost::QueueOptions {
+                name: "existing".into(),
+                durable: true,
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+        // A queue that conflicts with an existing one, a queue declared twice with
+        // different flags, and a binding to a missing exchange: each refuses everything,
+        // users included.
+        for conflict in [
+            r#"{"name": "existing", "vhost": "/", "durable": false}"#,
+            r#"{"name": "twice", "vhost": "/", "durable": true}, {"name": "twice", "vhost": "/", "durable": false}"#,
+        ] {
+            let json = format!(
+                r#"{{"users": [{{"name": "newuser", "password_hash": "", "tags": []}}],
+                     "vhosts": [{{"name": "newvhost"}}], "queues": [{conflict}]}}"#
+            );
+            assert!(import(&broker, &json).is_err(), "{json}");
+            assert!(broker.access().user("newuser").is_none(), "{json}");
+            assert!(broker.access().vhost("newvhost").is_none(), "{json}");
+            assert!(v.queue("twice", 1).is_err(), "{json}");
+        }
+        let json = r#"{"users": [{"name": "newuser", "password_hash": "", "tags": []}],
+            "bindings": [{"source": "nope", "vhost": "/", "destination": "existing",
+                          "destination_type": "queue", "routing_key": "", "arguments": {}}]}"#;
+        assert!(import(&broker, json).is_err());
+        assert!(broker.access().user("newuser").is_none());
+        // The same document without the conflict imports.
+        let ok = r#"{"users": [{"name": "newuser", "password_hash": "", "tags": []}],
+            "queues": [{"name": "existing", "vhost": "/", "durable": true}]}"#;
+        import(&broker, ok).unwrap();
+        assert!(broker.access().user("newuser").is_some());
     }
 
     #[test]
