@@ -20,6 +20,9 @@ from amqp_support import eventually, uname
 URL = os.environ.get("MANAGEMENT_URL")
 pytestmark = pytest.mark.skipif(not URL, reason="set MANAGEMENT_URL to run")
 SHAPES = json.loads((pathlib.Path(__file__).parent / "management_shapes.json").read_text())
+# Fields RabbitMQ gives only in some states: a queue's idle_since only while the queue
+# is idle (a run against RabbitMQ 3.10.8 showed it missing right after a consumer came).
+ONLY_SOMETIMES = {("queue", "idle_since")}
 
 
 def get(broker, path):
@@ -75,6 +78,8 @@ def test_every_rabbitmq_field_is_there_with_its_type(broker):
         for key, fields in SHAPES.items():
             obj = objects[key]
             for field, expected in fields.items():
+                if field not in obj and (key, field) in ONLY_SOMETIMES:
+                    continue
                 if field not in obj:
                     problems.append(f"{key}.{field} missing")
                 elif expected != "any" and kind(obj[field]) != expected:
