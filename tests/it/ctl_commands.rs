@@ -406,3 +406,25 @@ async fn rabbitmq_plugins_follows_the_enabled_plugins_file() {
         .success());
     assert!(wait_exit(&mut child).success());
 }
+
+#[test]
+fn rabbitmq_plugins_enable_succeeds_without_an_enabled_plugins_file() {
+    // Setup scripts (Dockerfiles, CI) run `rabbitmq-plugins enable ...` before any node
+    // exists and without RABBITMQ_ENABLED_PLUGINS_FILE: that must not fail.
+    let tools = crate::ctl::Tools::new();
+    for plugins in [
+        &["rabbitmq_management"][..],
+        &["rabbitmq_auth_mechanism_ssl", "rabbitmq_prometheus"][..],
+    ] {
+        let mut args = vec!["enable"];
+        args.extend_from_slice(plugins);
+        let o = tools.run("rabbitmq-plugins", Some("absent"), &args);
+        assert_eq!(o.status.code(), Some(0), "{plugins:?}: {}", err(&o));
+    }
+    let o = tools.run(
+        "rabbitmq-plugins",
+        Some("absent"),
+        &["disable", "rabbitmq_auth_mechanism_ssl"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+}

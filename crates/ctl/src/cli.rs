@@ -962,17 +962,18 @@ async fn plugins(inv: &Invocation) -> i32 {
             }
             // A node reads the file when it starts: the change is "offline", in
             // RabbitMQ's words.
-            let Some(file) = file else {
-                eprintln!("Error:\n{{:enabled_plugins_file_not_set, \"RABBITMQ_ENABLED_PLUGINS_FILE is not set: without it a Warren node runs rabbitmq_management and rabbitmq_prometheus\"}}");
-                return exit::SOFTWARE;
-            };
-            let text = format!("[{}].\n", wanted.join(","));
-            if let Err(e) = std::fs::write(&file, text) {
-                eprintln!(
-                    "Error:\n{{:cannot_write_enabled_plugins_file, \"{}\", {e}}}",
-                    file.display()
-                );
-                return exit::SOFTWARE;
+            // Without RABBITMQ_ENABLED_PLUGINS_FILE there is no file to keep the list in
+            // (a Warren node then runs its built-in plugins as configured): setup
+            // scripts that enable plugins must not fail, so the change is reported only.
+            if let Some(file) = file {
+                let text = format!("[{}].\n", wanted.join(","));
+                if let Err(e) = std::fs::write(&file, text) {
+                    eprintln!(
+                        "Error:\n{{:cannot_write_enabled_plugins_file, \"{}\", {e}}}",
+                        file.display()
+                    );
+                    return exit::SOFTWARE;
+                }
             }
             let verb = if enable { "enabled" } else { "disabled" };
             println!("The following plugins have been {verb}:");
