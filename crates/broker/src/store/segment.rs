@@ -79,6 +79,21 @@ struct Entry {
     expires_at: u64,
 }
 
+impl Entry {
+    /// The index entry of `m`, at `loc` on disk if written, its body in memory if `keep`.
+    fn of(m: QueuedMessage, loc: Option<DiskLoc>, keep: bool) -> Self {
+        Entry {
+            seq: m.seq,
+            redelivered: m.redelivered,
+            loc,
+            body_len: m.message.body.len() as u64,
+            msg: keep.then_some(m.message),
+            priority: m.priority,
+            expires_at: m.expires_at,
+        }
+    }
+}
+
 impl Item for Entry {
     fn seq(&self) -> u64 {
         self.seq
@@ -804,15 +819,7 @@ impl QueueStore for SegmentStore {
                     // Kept in memory instead (it may then be delivered before older
                     // messages still on disk: the disk is failing).
                     self.force_reserve(body_len);
-                    self.ready.push_back(Entry {
-                        seq: message.seq,
-                        redelivered: message.redelivered,
-                        loc: None,
-                        msg: Some(message.message),
-                        body_len,
-                        priority: message.priority,
-                        expires_at: message.expires_at,
-                    });
+                    self.ready.push_back(Entry::of(message, None, true));
                     return if persist { Err(e) } else { Ok(None) };
                 }
             }
@@ -820,15 +827,7 @@ impl QueueStore for SegmentStore {
         let keep = self.reserve(body_len);
         if keep && !persist {
             // In memory only: nothing to write.
-            self.ready.push_back(Entry {
-                seq: message.seq,
-                redelivered: message.redelivered,
-                loc: None,
-                msg: Some(message.message),
-                body_len,
-                priority: message.priority,
-                expires_at: message.expires_at,
-            });
+            self.ready.push_back(Entry::of(message, None, true));
             return Ok(None);
         }
         // Persistent messages are written always; transient ones only to page them out.
@@ -836,15 +835,7 @@ impl QueueStore for SegmentStore {
         match self.append_record(&rec) {
             Ok((loc, file)) => {
                 message.loc = Some(loc);
-                self.ready.push_back(Entry {
-                    seq: message.seq,
-                    redelivered: message.redelivered,
-                    loc: Some(loc),
-                    msg: keep.then_some(message.message),
-                    body_len,
-                    priority: message.priority,
-                    expires_at: message.expires_at,
-                });
+                self.ready.push_back(Entry::of(message, Some(loc), keep));
                 // Only a persistent message's confirm waits for the disk.
                 Ok(persist.then_some(file))
             }
@@ -853,15 +844,7 @@ impl QueueStore for SegmentStore {
                 if !keep {
                     self.force_reserve(body_len);
                 }
-                self.ready.push_back(Entry {
-                    seq: message.seq,
-                    redelivered: message.redelivered,
-                    loc: None,
-                    msg: Some(message.message),
-                    body_len,
-                    priority: message.priority,
-                    expires_at: message.expires_at,
-                });
+                self.ready.push_back(Entry::of(message, None, true));
                 if persist {
                     Err(e)
                 } else {
@@ -915,15 +898,8 @@ impl QueueStore for SegmentStore {
             self.bytes += body_len;
             // Requeued messages were in memory all along (unacknowledged).
             self.force_reserve(body_len);
-            self.ready.insert_by_seq(Entry {
-                seq: m.seq,
-                redelivered: m.redelivered,
-                loc: m.loc,
-                msg: Some(m.message),
-                body_len,
-                priority: m.priority,
-                expires_at: m.expires_at,
-            });
+            let loc = m.loc;
+            self.ready.insert_by_seq(Entry::of(m, loc, true));
         }
     }
 
