@@ -18,7 +18,7 @@ use lapin::BasicProperties;
 
 use crate::util::{
     consume, consume_with, declare_queue, next_delivery, publish, queue_state, ss, test_body,
-    within, Frame, RawClient, TestBroker, TIMEOUT,
+    within, Frame, Login, RawClient, TestBroker, TIMEOUT,
 };
 
 /// Size of every message body; the first 8 bytes carry the message's sequence number.
@@ -71,7 +71,18 @@ async fn stalled_consumer(
     no_ack: bool,
     prefetch: u16,
 ) -> RawClient {
-    let mut raw = RawClient::open(broker.addr()).await;
+    stalled_consumer_with(broker, queue, no_ack, prefetch, &Login::default()).await
+}
+
+/// [`stalled_consumer`] with a handshake of its own (a heartbeat, say).
+async fn stalled_consumer_with(
+    broker: &TestBroker,
+    queue: &str,
+    no_ack: bool,
+    prefetch: u16,
+    login: &Login,
+) -> RawClient {
+    let mut raw = RawClient::open_with(broker.addr(), login).await;
     raw.open_channel(1).await;
     if prefetch > 0 {
         raw.send_method(
@@ -409,5 +420,113 @@ async fn a_large_prefetch_does_not_let_a_stalled_consumer_take_everything() {
     // Unacknowledged messages, written or not, all come back when it goes away.
     drop(raw);
     all_back(&conn, Q, N).await;
+    conn.close(200, ss("OK")).await.unwrap();
+}
+
+/// Passive-declares `queue` until its consumer count is `consumers`.
+async fn wait_consumers(conn: &lapin::Connection, queue: &str, consumers: u32) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (_, n) = queue_state(conn, queue).await.unwrap();
+        if n == consumers {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{queue} still has {n} consumers after {TIMEOUT:?}, expected {consumers}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_neither_reads_nor_sends_is_closed_on_its_heartbeat_timeout() {
+    // RabbitMQ closes a connection that sent nothing for two heartbeat intervals, even
+    // while deliveries to it are stuck in its socket. Its unacked messages go back.
+    const Q: &str = "bp.silent.q";
+    const N: u64 = 3_000;
+    let broker = broker().await;
+    let conn = broker.connect().await;
+    let ch = confirm_channel(&conn).await;
+    declare_queue(&ch, Q).await;
+    let login = Login {
+        heartbeat: 1,
+        ..Login::default()
+    };
+    let raw = stalled_consumer_with(&broker, Q, false, 5_000, &login).await;
+    // 30 MB: more than the socket buffers and the connection's output buffer hold.
+    publish_confirmed(&ch, Q, 0..N).await;
+    wait_consumers(&conn, Q, 0).await;
+    let (ready, _) = settled_state(&conn, Q).await;
+    assert_eq!(
+        u64::from(ready),
+        N,
+        "every unacked message is back in the queue"
+    );
+    drop(raw);
+    conn.close(200, ss("OK")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_behind_on_reading_that_still_sends_heartbeats_stays_and_is_answered() {
+    const Q: &str = "bp.alive.q";
+    const N: u64 = 3_000;
+    let broker = broker().await;
+    let conn = broker.connect().await;
+    let ch = confirm_channel(&conn).await;
+    declare_queue(&ch, Q).await;
+    let login = Login {
+        heartbeat: 1,
+        ..Login::default()
+    };
+    let mut raw = stalled_consumer_with(&broker, Q, true, 0, &login).await;
+    publish_confirmed(&ch, Q, 0..N).await;
+    // Well past two heartbeat intervals without reading, sending a heartbeat every
+    // 300 ms, then a method whose reply waits behind the deliveries.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        raw.send(&crate::util::frame(8, 0, b"")).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(queue_state(&conn, Q).await.unwrap().1, 1, "still consuming");
+    raw.send_method(
+        1,
+        &AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos {
+            prefetch_count: 0,
+            global: false,
+        })),
+    )
+    .await;
+    // Every message in order, and the qos-ok once the output drained.
+    let mut next = 0u64;
+    let mut qos_ok = false;
+    while next < N || !qos_ok {
+        match within("a frame", raw.next_frame()).await {
+            Some(Frame::Heartbeat { .. }) => {}
+            Some(Frame::Method {
+                channel: 1,
+                method: AMQPClass::Basic(basic::AMQPMethod::QosOk(_)),
+            }) => {
+                assert!(!qos_ok, "one qos-ok");
+                qos_ok = true;
+            }
+            Some(Frame::Method {
+                channel: 1,
+                method: AMQPClass::Basic(basic::AMQPMethod::Deliver(d)),
+            }) => {
+                assert_eq!(d.delivery_tag, next + 1);
+                match raw.next_frame().await {
+                    Some(Frame::Header { .. }) => {}
+                    other => panic!("expected a content header, got {other:?}"),
+                }
+                match raw.next_frame().await {
+                    Some(Frame::Body { payload, .. }) => assert_eq!(seq_of(&payload), next),
+                    other => panic!("expected a body, got {other:?}"),
+                }
+                next += 1;
+            }
+            other => panic!("expected deliveries and a qos-ok, got {other:?}"),
+        }
+    }
     conn.close(200, ss("OK")).await.unwrap();
 }

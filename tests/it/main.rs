@@ -8,6 +8,7 @@ mod access;
 mod acks;
 mod backpressure;
 mod confirms_tx;
+mod disk_full;
 mod ctl;
 mod ctl_commands;
 mod errors;

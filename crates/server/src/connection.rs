@@ -10,9 +10,11 @@
 //! heartbeat ticks and shutdown. Replies and deliveries go into one output buffer that
 //! is written to the socket (without waiting) once per wake-up, so a burst of
 //! deliveries costs one `send` and no hand-off to another task. What the socket does
-//! not take stays buffered; beyond [`OUTPUT_HIGH_WATER`] the task stops reading and
-//! draining its inbox until the client catches up, which is where a slow client pushes
-//! back (its queues then hold their messages).
+//! not take stays buffered; beyond [`OUTPUT_HIGH_WATER`] the task stops processing
+//! input and draining its inbox until the client catches up, which is where a slow
+//! client pushes back (its queues then hold their messages). Input is still read, up to
+//! [`INPUT_HOLD`] bytes, so the heartbeat timeout closes a client that neither reads
+//! nor sends, as RabbitMQ does.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -46,6 +48,10 @@ const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(2);
 const OUTPUT_HIGH_WATER: usize = 1 << 20;
 /// Output buffer capacity kept between bursts; a larger one is released once written.
 const OUTPUT_KEEP: usize = 64 * 1024;
+/// Input held unprocessed while the output is backlogged. Reading goes on until this
+/// much is held, so a client that stops reading but still sends (heartbeats) is seen
+/// alive, and one that sends nothing is closed on its heartbeat timeout.
+const INPUT_HOLD: usize = 128 * 1024;
 /// How often a publisher paused by flow control checks its queue again.
 const FLOW_CHECK: Duration = Duration::from_millis(1);
 /// The longest a publisher is paused by flow control at a time.
@@ -702,6 +708,8 @@ impl Connection {
         // Flow control: the queue this connection's publishes are waiting on, and since
         // when (reading is paused meanwhile).
         let mut flow_wait: Option<(Arc<warren_broker::Queue>, Instant)> = None;
+        // Input read while the output was backlogged, not processed yet.
+        let mut deferred = false;
         // Frames may already be buffered from the handshake read (decrypted or not).
         let mut ended = None;
         if let Some(t) = tls.as_mut() {
@@ -766,6 +774,12 @@ impl Connection {
                 self.out = BytesMut::new();
             }
             let backlogged = self.out.len() >= OUTPUT_HIGH_WATER;
+            if deferred && !backlogged {
+                deferred = false;
+                self.input(&mut rbuf, &mut flow_wait).await;
+                continue;
+            }
+            let held = rbuf.len() + tls.as_ref().map_or(0, |t| t.raw.len());
             tokio::select! {
                 w = wr.writable(), if !self.out.is_empty() || tls.as_ref().is_some_and(|t| t.wants_write()) => {
                     if let Err(e) = w {
@@ -792,7 +806,7 @@ impl Connection {
                         }
                     }
                 }
-                r = read_some(&mut rd, tls.as_mut().map_or(&mut rbuf, |t| &mut t.raw), &mut read_hint), if !blocked && !backlogged && flow_wait.is_none() => match r {
+                r = read_some(&mut rd, tls.as_mut().map_or(&mut rbuf, |t| &mut t.raw), &mut read_hint), if !blocked && flow_wait.is_none() && (!backlogged || held < INPUT_HOLD) => match r {
                     Ok(0) => break "client closed the socket".to_string(),
                     Err(e) => break format!("socket read failed: {e}"),
                     Ok(n) => {
@@ -806,22 +820,12 @@ impl Connection {
                                 Err(e) => ended = Some(format!("TLS error: {e}")),
                             }
                         }
-                        self.process_frames(&mut rbuf);
-                        for ch in self.channels.values_mut() {
-                            ch.flush_marks();
-                            ch.flush_confirms(&self.ctx, &mut self.out);
-                        }
-                        if let Some(q) = self.ctx.flow.take() {
-                            if self.channels.values().any(|c| c.has_consumers()) {
-                                // Its own acks may be what the queue waits for: do not
-                                // stop reading, just let the consumers' tasks run.
-                                tokio::task::yield_now().await;
-                            } else if flow_wait.is_none() {
-                                // A queue's consumers are behind: stop reading from this
-                                // publisher (TCP pushes back) until they catch up.
-                                debug!(queue = %q.name, "flow: pausing a publisher");
-                                flow_wait = Some((q, Instant::now()));
-                            }
+                        if backlogged {
+                            // The client is behind on reading: hold its input (what it
+                            // sent still proves it alive) until the output drains.
+                            deferred = true;
+                        } else {
+                            self.input(&mut rbuf, &mut flow_wait).await;
                         }
                     }
                 },
@@ -840,9 +844,10 @@ impl Connection {
                 }
                 _ = tick.tick() => {
                     if heartbeat > 0 {
-                        // A blocked, backlogged or flow-paused connection is not
-                        // read, so its heartbeats are not seen.
-                        if blocked || backlogged || flow_wait.is_some() {
+                        // A blocked or flow-paused connection is not read, so its
+                        // heartbeats are not seen (RabbitMQ pauses its monitor too).
+                        // A connection whose held input is full has sent plenty.
+                        if blocked || flow_wait.is_some() || (backlogged && held >= INPUT_HOLD) {
                             last_read = Instant::now();
                         } else if last_read.elapsed() > hb * 2 {
                             warn!(timeout_secs = heartbeat, "missed heartbeats from client, closing");
@@ -867,6 +872,32 @@ impl Connection {
         };
         let _ = tokio::time::timeout(FINAL_FLUSH_TIMEOUT, flush).await;
         reason
+    }
+
+    /// Processes the frames in `rbuf`, then sends the confirms they settled, and pauses
+    /// reading from a publisher whose queue's consumers are behind.
+    async fn input(
+        &mut self,
+        rbuf: &mut BytesMut,
+        flow_wait: &mut Option<(Arc<warren_broker::Queue>, Instant)>,
+    ) {
+        self.process_frames(rbuf);
+        for ch in self.channels.values_mut() {
+            ch.flush_marks();
+            ch.flush_confirms(&self.ctx, &mut self.out);
+        }
+        if let Some(q) = self.ctx.flow.take() {
+            if self.channels.values().any(|c| c.has_consumers()) {
+                // Its own acks may be what the queue waits for: do not stop reading,
+                // just let the consumers' tasks run.
+                tokio::task::yield_now().await;
+            } else if flow_wait.is_none() {
+                // A queue's consumers are behind: stop reading from this publisher (TCP
+                // pushes back) until they catch up.
+                debug!(queue = %q.name, "flow: pausing a publisher");
+                *flow_wait = Some((q, Instant::now()));
+            }
+        }
     }
 
     fn teardown(&mut self, inbox: &mut mpsc::UnboundedReceiver<ConnEvent>) {
