@@ -17,7 +17,7 @@ mkdir -p logs
 for t in "${targets[@]}"; do
   case "$t" in
     config_toml|definitions) max_len=16384 ;;
-    connection) max_len=65536 ;;
+    connection) max_len=8192 ;;
     *) max_len=4096 ;;
   esac
   echo "== $t: up to $RUNS runs or $MAX_SECS s"

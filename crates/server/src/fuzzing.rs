@@ -156,3 +156,177 @@ pub fn config_toml(data: &[u8]) {
     assert!(config.limits.frame_max_bytes == 0 || config.limits.frame_max_bytes >= 4096);
     assert!(config.limits.channel_max >= 1);
 }
+
+/// The broker the `connection` target talks to: started once per process on
+/// `127.0.0.1:0` with a data directory of its own, in a runtime of its own.
+struct Harness {
+    rt: tokio::runtime::Runtime,
+    running: crate::Running,
+    addr: std::net::SocketAddr,
+}
+
+fn harness() -> &'static Harness {
+    static HARNESS: OnceLock<Harness> = OnceLock::new();
+    HARNESS.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime for the fuzzed broker");
+        let dir = std::env::temp_dir().join(format!("warren-fuzz-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = Config {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            data_dir: dir,
+            ..Config::default()
+        };
+        let running = rt
+            .block_on(crate::start(config))
+            .expect("the fuzzed broker starts");
+        let addr = running.local_addr();
+        Harness { rt, running, addr }
+    })
+}
+
+/// What a well-behaved client sends to get channel 1 open on vhost `/` as guest: the
+/// protocol header, start-ok (PLAIN, with the capabilities RabbitMQ clients announce),
+/// tune-ok, connection.open and channel.open, all pipelined.
+fn opening() -> BytesMut {
+    use amq_protocol::protocol::channel;
+    use amq_protocol::types::FieldTable;
+    let mut caps = FieldTable::default();
+    for cap in [
+        "publisher_confirms",
+        "consumer_cancel_notify",
+        "basic.nack",
+        "connection.blocked",
+        "authentication_failure_close",
+    ] {
+        caps.insert(cap.into(), AMQPValue::Boolean(true));
+    }
+    let mut props = FieldTable::default();
+    props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+    let mut out = BytesMut::new();
+    out.extend_from_slice(b"AMQP\x00\x00\x09\x01");
+    let methods = [
+        connection::AMQPMethod::StartOk(connection::StartOk {
+            client_properties: props,
+            mechanism: "PLAIN".into(),
+            response: "\0guest\0guest".into(),
+            locale: "en_US".into(),
+        }),
+        connection::AMQPMethod::TuneOk(connection::TuneOk {
+            channel_max: 2047,
+            frame_max: 131_072,
+            heartbeat: 0,
+        }),
+        connection::AMQPMethod::Open(connection::Open {
+            virtual_host: "/".into(),
+        }),
+    ];
+    for m in methods {
+        encode::method(&mut out, 0, &AMQPClass::Connection(m));
+    }
+    encode::method(
+        &mut out,
+        1,
+        &AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+    );
+    out
+}
+
+/// `connection`: a whole client conversation with a broker running in this process,
+/// over loopback TCP. The first byte picks what comes before the rest: nothing (a raw
+/// byte stream), the protocol header, or a complete opening as guest with channel 1 open
+/// ([`opening`]). The client sends it all, closes its sending side and reads until the
+/// broker closes the connection, which must happen within 10 s (no hang). Everything
+/// the broker sent must be well-formed frames (after at most its protocol header) no
+/// larger than the frame_max it offers, with nothing but heartbeats (and the close-ok
+/// for a crossing close) after a connection.close. Queues and exchanges the input declared are deleted afterwards, so
+/// inputs do not pile up state. A panic anywhere in the broker aborts the fuzzer.
+pub fn connection(data: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut input = match mode % 3 {
+        0 => BytesMut::new(),
+        1 => BytesMut::from(&b"AMQP\x00\x00\x09\x01"[..]),
+        _ => opening(),
+    };
+    input.extend_from_slice(rest);
+    let h = harness();
+    let output = h.rt.block_on(async {
+        let mut stream = tokio::net::TcpStream::connect(h.addr)
+            .await
+            .expect("connect to the fuzzed broker");
+        let (mut rd, mut wr) = stream.split();
+        let send = async {
+            // The broker may close first and reset the socket: not an error here.
+            let _ = wr.write_all(&input).await;
+            let _ = wr.shutdown().await;
+        };
+        let receive = async {
+            let mut out = Vec::new();
+            let _ = rd.read_to_end(&mut out).await;
+            out
+        };
+        let both = async { tokio::join!(send, receive).1 };
+        tokio::time::timeout(std::time::Duration::from_secs(10), both)
+            .await
+            .expect("the broker closes the connection within 10 s of the client's EOF")
+    });
+    check_server_output(&output);
+    if let Some(vhost) = h.running.broker().vhost("/") {
+        for q in vhost.queues() {
+            let _ = vhost.delete_queue(&q.name, false, false, 0);
+        }
+        for x in vhost.exchanges() {
+            if !x.name.is_empty() && !x.name.starts_with("amq.") {
+                let _ = vhost.delete_exchange(&x.name, false);
+            }
+        }
+    }
+}
+
+/// What [`connection`] asserts of the bytes a broker sent.
+fn check_server_output(output: &[u8]) {
+    let mut buf = BytesMut::from(output);
+    if buf.starts_with(b"AMQP") {
+        // The protocol header the broker answers a bad one with, then nothing.
+        assert_eq!(
+            &buf[..],
+            b"AMQP\x00\x00\x09\x01",
+            "after the protocol header"
+        );
+        return;
+    }
+    // The broker offers 131072 and never sends a frame larger than it offered.
+    let decoder = FrameDecoder::new(131_072);
+    let mut closed = false;
+    loop {
+        match decoder.decode(&mut buf) {
+            Ok(Some(Frame::Heartbeat { channel: 0 })) => {}
+            // The client's own connection.close crossed the broker's.
+            Ok(Some(Frame::Method { channel: 0, method }))
+                if closed
+                    && matches!(
+                        *method,
+                        AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))
+                    ) => {}
+            Ok(Some(frame)) => {
+                assert!(!closed, "{frame:?} after connection.close");
+                if let Frame::Method { channel: 0, method } = &frame {
+                    if let AMQPClass::Connection(connection::AMQPMethod::Close(_)) = **method {
+                        closed = true;
+                    }
+                }
+            }
+            Ok(None) => {
+                assert!(buf.is_empty(), "{} bytes of a partial frame", buf.len());
+                return;
+            }
+            Err(e) => panic!("the broker sent a malformed frame: {e:?}"),
+        }
+    }
+}

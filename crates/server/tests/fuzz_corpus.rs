@@ -21,6 +21,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("definitions", warren_broker::fuzzing::definitions),
     ("sasl", warren_server::fuzzing::sasl),
     ("config_toml", warren_server::fuzzing::config_toml),
+    ("connection", warren_server::fuzzing::connection),
 ];
 
 fn fuzz_dir() -> PathBuf {
