@@ -530,3 +530,73 @@ async fn a_consumer_behind_on_reading_that_still_sends_heartbeats_stays_and_is_a
     }
     conn.close(200, ss("OK")).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_sends_requests_but_never_reads_replies_is_held_to_bounded_buffers() {
+    // 100 MB of queue.declare (each answered by a declare-ok of about the same size),
+    // whose replies are never read: the broker stops taking input once 1 MiB of replies
+    // wait unwritten (plus 128 KiB of held input), and TCP then pushes back on the client
+    // instead of the broker buffering everything.
+    let broker = broker().await;
+    let mut raw = RawClient::open(broker.addr()).await;
+    raw.open_channel(1).await;
+    let name = "q".repeat(255);
+    let declare = crate::util::method_frame(
+        1,
+        &AMQPClass::Queue(amq_protocol::protocol::queue::AMQPMethod::Declare(
+            amq_protocol::protocol::queue::Declare {
+                queue: ss(&name),
+                passive: false,
+                durable: false,
+                exclusive: false,
+                auto_delete: false,
+                nowait: false,
+                arguments: FieldTable::default(),
+            },
+        )),
+    );
+    let mut flood = Vec::with_capacity(100 << 20);
+    while flood.len() < 100 << 20 {
+        flood.extend_from_slice(&declare);
+    }
+    let sent = tokio::time::timeout(Duration::from_secs(3), raw.send(&flood)).await;
+    assert!(
+        sent.is_err(),
+        "100 MB of requests went through without a reply being read"
+    );
+    let (received, sent) = broker
+        .running()
+        .admin()
+        .connections()
+        .iter()
+        .map(|c| {
+            let s = &c.stats;
+            (
+                s.recv_oct.load(std::sync::atomic::Ordering::Relaxed),
+                s.send_oct.load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
+        .max()
+        .unwrap();
+    // Replies made for what the broker read, less what reached the socket: what waits
+    // in the broker: at most 1 MiB, one read (64 KiB) more, and the held input, which
+    // this counts as answered (an over-estimate).
+    let reply = crate::util::method_frame(
+        1,
+        &AMQPClass::Queue(amq_protocol::protocol::queue::AMQPMethod::DeclareOk(
+            amq_protocol::protocol::queue::DeclareOk {
+                queue: ss(&name),
+                message_count: 0,
+                consumer_count: 0,
+            },
+        )),
+    )
+    .len() as u64;
+    let made = received / declare.len() as u64 * reply;
+    let waiting = made.saturating_sub(sent);
+    assert!(
+        waiting < (1 << 20) + (512 << 10),
+        "{waiting} bytes of replies wait in the broker for a client that reads nothing \
+         ({received} bytes read, {sent} written)"
+    );
+}
