@@ -123,6 +123,9 @@ pub enum Error {
     /// An invalid queue argument (text as RabbitMQ words it).
     #[error("{0}")]
     InvalidArg(String),
+    /// Something RabbitMQ answers with 540 NOT_IMPLEMENTED (text as it words it).
+    #[error("{0}")]
+    NotImplemented(String),
     /// The data directory could not be written.
     #[error("cannot write to the data directory: {0}")]
     Storage(String),

@@ -255,6 +255,37 @@ impl Message {
         }
     }
 
+    /// A copy with header `name` set to `value` (the raw properties re-encoded).
+    pub fn with_header(&self, name: &str, value: AMQPValue) -> Message {
+        let mut inner = self
+            .headers()
+            .map(|h| h.inner().clone())
+            .unwrap_or_default();
+        inner.insert(name.into(), value);
+        let properties = self.full_properties().with_headers(FieldTable::from(inner));
+        let raw = gen_properties(&properties)(WriteContext::from(Vec::new()))
+            .map(|c| Bytes::from(c.write))
+            .unwrap_or_else(|_| self.raw_properties.clone());
+        let props = scan_properties(&raw).map(|s| s.props).unwrap_or_default();
+        Message {
+            exchange: self.exchange.clone(),
+            routing_key: self.routing_key.clone(),
+            raw_properties: raw,
+            properties: props,
+            body: self.body.clone(),
+            bcc: self.bcc.clone(),
+        }
+    }
+
+    /// A text header's value.
+    pub fn text_header(&self, name: &str) -> Option<String> {
+        match self.headers()?.inner().get(name)? {
+            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+            _ => None,
+        }
+    }
+
     /// delivery_mode 2.
     pub fn is_persistent(&self) -> bool {
         self.properties.delivery_mode == Some(2)

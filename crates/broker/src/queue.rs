@@ -22,6 +22,7 @@ use crate::credit::Credit;
 use crate::message::{Message, QueuedMessage};
 use crate::queue_args::{Overflow, QueueArgs};
 use crate::store::{MemoryStore, QueueStore, Settled, SyncFile};
+use crate::stream::{FilterSpec, ReaderSpec, StreamLog};
 use crate::vhost::VHost;
 use crate::ConnectionId;
 
@@ -81,6 +82,8 @@ pub struct Consumer {
     pub channel_credit: Arc<Credit>,
     /// Where deliveries go.
     pub sink: Arc<dyn DeliverySink>,
+    /// The arguments of basic.consume (a stream reads its `x-stream-*` ones).
+    pub arguments: FieldTable,
 }
 
 impl Consumer {
@@ -168,6 +171,28 @@ struct State {
     /// Effective interpreted arguments: the declared ones merged with the policies that
     /// apply now (a policy change replaces them at run time).
     args: QueueArgs,
+    /// A stream's log and its consumers' positions (`None` for other queues).
+    stream: Option<Box<StreamState>>,
+}
+
+/// What a stream queue holds besides what every queue has.
+#[derive(Debug)]
+struct StreamState {
+    log: StreamLog,
+    readers: Vec<Reader>,
+}
+
+/// A stream consumer's position.
+#[derive(Debug)]
+struct Reader {
+    connection: ConnectionId,
+    channel: u16,
+    tag: Arc<str>,
+    /// Next offset to deliver.
+    next: u64,
+    /// Messages appended before this time (epoch ms) are skipped (a timestamp start).
+    not_before: u64,
+    filter: Option<FilterSpec>,
 }
 
 /// Cumulative counts of a queue's message operations, read by the management API and
@@ -257,6 +282,8 @@ pub struct Queue {
     /// Set when persistent messages were buffered for their segment file; the periodic
     /// tick writes them out (publishes with confirms are written by their sync sooner).
     unflushed: AtomicBool,
+    /// A stream (`x-queue-type=stream`).
+    stream: bool,
     state: Mutex<State>,
 }
 
@@ -341,6 +368,24 @@ impl Queue {
     /// A queue over the given store (which may hold recovered messages), owned by the
     /// vhost behind `vhost_ref` (which routes its dead letters).
     pub fn with_store(spec: QueueSpec, store: Box<dyn QueueStore>, vhost_ref: Weak<VHost>) -> Self {
+        Self::build(spec, store, None, vhost_ref)
+    }
+
+    /// A stream queue over `log` (which may hold recovered messages).
+    pub fn with_stream(spec: QueueSpec, log: StreamLog, vhost_ref: Weak<VHost>) -> Self {
+        let stream = Box::new(StreamState {
+            log,
+            readers: Vec::new(),
+        });
+        Self::build(spec, Box::new(MemoryStore::new(1)), Some(stream), vhost_ref)
+    }
+
+    fn build(
+        spec: QueueSpec,
+        store: Box<dyn QueueStore>,
+        stream: Option<Box<StreamState>>,
+        vhost_ref: Weak<VHost>,
+    ) -> Self {
         let next_seq = store.next_seq();
         Queue {
             name: spec.name,
@@ -354,6 +399,7 @@ impl Queue {
             deleted: AtomicBool::new(false),
             expiring: AtomicBool::new(store.next_expiry().is_some()),
             unflushed: AtomicBool::new(false),
+            stream: stream.is_some(),
             state: Mutex::new(State {
                 store,
                 next_seq,
@@ -367,8 +413,35 @@ impl Queue {
                 handing_over: None,
                 stats: QueueStats::default(),
                 args: spec.args,
+                stream,
             }),
         }
+    }
+
+    /// Whether this is a stream (`x-queue-type=stream`).
+    pub fn is_stream(&self) -> bool {
+        self.stream
+    }
+
+    /// The queue type as RabbitMQ lists it: `classic`, `quorum` or `stream`.
+    pub fn type_name(&self) -> &'static str {
+        if self.stream {
+            return "stream";
+        }
+        match self.arguments.inner().get("x-queue-type") {
+            Some(amq_protocol::types::AMQPValue::LongString(t)) if t.as_bytes() == b"quorum" => {
+                "quorum"
+            }
+            Some(amq_protocol::types::AMQPValue::ShortString(t)) if t.as_str() == "quorum" => {
+                "quorum"
+            }
+            _ => "classic",
+        }
+    }
+
+    /// How RabbitMQ names the queue in errors: `queue 'Q' in vhost 'V'`.
+    pub fn display_name(&self) -> String {
+        format!("queue '{}' in vhost '{}'", self.name, self.vhost)
     }
 
     /// The effective arguments (declared arguments merged with policies).
@@ -389,6 +462,9 @@ impl Queue {
                 args.expires.is_some() || args.message_ttl.is_some(),
                 Ordering::Relaxed,
             );
+            if let (Some(s), Some(settings)) = (st.stream.as_mut(), args.stream_settings()) {
+                s.log.set_settings(settings, now_ms());
+            }
             st.args = args;
             self.trim_locked(&mut st);
             std::mem::take(&mut st.dead)
@@ -418,7 +494,8 @@ impl Queue {
 
     /// Whether the queue needs the periodic [`Queue::tick`] (TTL or expiry).
     pub fn has_timers(&self) -> bool {
-        self.unflushed.load(Ordering::Relaxed)
+        self.stream
+            || self.unflushed.load(Ordering::Relaxed)
             || self.timed.load(Ordering::Relaxed)
             || self.expiring.load(Ordering::Relaxed)
     }
@@ -466,6 +543,9 @@ impl Queue {
 
     /// [`Queue::publish`] at the given time (epoch ms).
     fn publish_at(self: &Arc<Self>, message: Arc<Message>, now: u64) -> std::io::Result<Published> {
+        if self.stream {
+            return self.publish_stream(&message, now);
+        }
         let (result, dead) = {
             let mut st = self.lock();
             self.expire_locked(&mut st, now);
@@ -533,6 +613,82 @@ impl Queue {
         })
     }
 
+    /// A stream appends every message (whatever its delivery mode) and confirms it once
+    /// its segment file is synced.
+    fn publish_stream(self: &Arc<Self>, message: &Message, now: u64) -> std::io::Result<Published> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(s) = st.stream.as_mut() else {
+            return Ok(Published::default());
+        };
+        let (_, sync) = s.log.append(message, now)?;
+        st.stats.publish += 1;
+        self.dispatch_stream(st, now);
+        if sync.is_some() {
+            self.unflushed.store(true, Ordering::Relaxed);
+        }
+        Ok(Published {
+            sync,
+            rejected: false,
+            pressure: false,
+        })
+    }
+
+    /// Hands each stream consumer what it has credit for, from its own position.
+    fn dispatch_stream(self: &Arc<Self>, st: &mut State, now: u64) {
+        let State {
+            stream,
+            consumers,
+            stats,
+            unacked,
+            last_delivery_ms,
+            ..
+        } = st;
+        let Some(s) = stream.as_mut() else {
+            return;
+        };
+        for c in consumers.iter() {
+            let Some(r) = s
+                .readers
+                .iter_mut()
+                .find(|r| r.connection == c.connection && r.channel == c.channel && r.tag == c.tag)
+            else {
+                continue;
+            };
+            while c.can_take() {
+                let entry = match s.log.read(r.next, r.filter.as_ref(), r.not_before) {
+                    Ok(Some(e)) => e,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(queue = %self.name, error = %e, "cannot read a stream chunk");
+                        break;
+                    }
+                };
+                r.next = entry.offset + 1;
+                c.credit.take();
+                c.channel_credit.take();
+                stats.deliver += 1;
+                *unacked += 1;
+                *last_delivery_ms = now;
+                c.sink.deliver(Delivery {
+                    channel: c.channel,
+                    consumer_tag: c.tag.clone(),
+                    queue: self.clone(),
+                    message: QueuedMessage {
+                        seq: entry.offset,
+                        message: entry.message,
+                        redelivered: false,
+                        loc: None,
+                        priority: 0,
+                        expires_at: 0,
+                    },
+                    no_ack: false,
+                    credit: c.credit.clone(),
+                });
+            }
+        }
+    }
+
     /// Drop-head: the oldest messages make room (after delivery had its chance).
     fn trim_locked(&self, st: &mut State) {
         if st.args.overflow != Overflow::DropHead {
@@ -583,6 +739,10 @@ impl Queue {
 
     fn dispatch_locked(self: &Arc<Self>, st: &mut State, now: u64) {
         if self.is_deleted() {
+            return;
+        }
+        if self.stream {
+            self.dispatch_stream(st, now);
             return;
         }
         self.expire_locked(st, now);
@@ -639,6 +799,9 @@ impl Queue {
 
     /// `basic.get`: takes the head message. Returns it with the number of messages left.
     pub fn get(self: &Arc<Self>, no_ack: bool) -> Option<(QueuedMessage, u32)> {
+        if self.stream {
+            return None;
+        }
         let (out, dead) = {
             let mut st = self.lock();
             let now = now_ms();
@@ -688,7 +851,8 @@ impl Queue {
         let mut st = self.lock();
         st.unacked = st.unacked.saturating_sub(messages.len());
         st.stats.ack += messages.len() as u64;
-        if !self.is_deleted() {
+        // A stream keeps what was acked: the ack only returned credit.
+        if !self.is_deleted() && !self.stream {
             st.store.settle(messages);
             self.unflushed.store(true, Ordering::Relaxed);
         }
@@ -721,7 +885,7 @@ impl Queue {
         let dead = {
             let mut st = self.lock();
             st.unacked = st.unacked.saturating_sub(messages.len());
-            if self.is_deleted() {
+            if self.is_deleted() || self.stream {
                 return;
             }
             for m in messages {
@@ -764,6 +928,12 @@ impl Queue {
             if self.is_deleted() {
                 return;
             }
+            if self.stream {
+                // Nothing goes back into a stream; the returned credit lets its
+                // consumers read on.
+                self.dispatch_locked(&mut st, now_ms());
+                return;
+            }
             st.store.requeue(messages);
             self.dispatch_locked(&mut st, now_ms());
             // A message requeued into a full drop-head queue is dropped like any head.
@@ -778,6 +948,11 @@ impl Queue {
     /// # Errors
     /// [`crate::Error::ExclusiveConsumer`] if an exclusive consumer is involved.
     pub fn add_consumer(self: &Arc<Self>, consumer: Consumer) -> Result<(), crate::Error> {
+        let reader = if self.stream {
+            Some(self.stream_reader(&consumer)?)
+        } else {
+            None
+        };
         let dead = {
             let mut st = self.lock();
             if (consumer.exclusive && !st.consumers.is_empty())
@@ -788,6 +963,21 @@ impl Queue {
                     queue: self.name.clone(),
                 });
             }
+            if let (Some(spec), Some(s)) = (reader, st.stream.as_mut()) {
+                let next = s.log.start_offset(spec.start);
+                let not_before = match spec.start {
+                    crate::stream::OffsetSpec::Timestamp(ts) => ts,
+                    _ => 0,
+                };
+                s.readers.push(Reader {
+                    connection: consumer.connection,
+                    channel: consumer.channel,
+                    tag: consumer.tag.clone(),
+                    next,
+                    not_before,
+                    filter: spec.filter,
+                });
+            }
             st.consumers.push(consumer);
             st.had_consumers = true;
             st.last_used_ms = now_ms();
@@ -796,6 +986,30 @@ impl Queue {
         };
         self.route_dead(dead);
         Ok(())
+    }
+
+    /// What RabbitMQ requires of a stream consumer (a prefetch, manual acks, no global
+    /// QoS, a valid `x-stream-offset`), and where it starts.
+    fn stream_reader(&self, c: &Consumer) -> Result<ReaderSpec, crate::Error> {
+        let display = self.display_name();
+        if c.credit.limit() == 0 {
+            return Err(crate::Error::InvalidArg(format!(
+                "consumer prefetch count is not set for '{display}'"
+            )));
+        }
+        if c.no_ack {
+            return Err(crate::Error::NotImplemented(format!(
+                "automatic acknowledgement not supported by stream queues {display}"
+            )));
+        }
+        if c.channel_credit.limit() > 0 {
+            return Err(crate::Error::NotImplemented(format!(
+                "{display} does not support global qos"
+            )));
+        }
+        ReaderSpec::from_arguments(&c.arguments, now_ms()).map_err(|reason| {
+            crate::Error::InvalidArg(format!("failed consuming from stream {display}: {reason}"))
+        })
     }
 
     /// Detaches a consumer. With `dispatch`, the remaining consumers (or the next single
@@ -816,6 +1030,11 @@ impl Queue {
                     return Removed::NotFound;
                 };
                 let gone = st.consumers.remove(pos);
+                if let Some(s) = st.stream.as_mut() {
+                    s.readers.retain(|r| {
+                        !(r.connection == connection && r.channel == channel && &*r.tag == tag)
+                    });
+                }
                 if st.args.single_active_consumer && pos == 0 && gone.credit.used() > 0 {
                     st.handing_over = Some(gone.credit);
                 }
@@ -840,10 +1059,18 @@ impl Queue {
     pub fn tick(self: &Arc<Self>, now: u64) -> bool {
         let (expired_queue, dead) = {
             let mut st = self.lock();
+            if let Some(s) = st.stream.as_mut() {
+                // What was appended since the last tick forms a chunk; old segments go.
+                s.log.close_chunk();
+                s.log.retain(now);
+            }
             self.expire_locked(&mut st, now);
             // Persistent messages published without confirms reach the OS within a tick.
             if self.unflushed.swap(false, Ordering::Relaxed) {
                 st.store.write_buffered();
+                if let Some(s) = &st.stream {
+                    s.log.write_buffered();
+                }
             }
             let expired = st.args.expires.is_some_and(|ttl| {
                 st.consumers.is_empty() && now.saturating_sub(st.last_used_ms) >= ttl
@@ -857,17 +1084,26 @@ impl Queue {
     /// Writes buffered records and marks to the OS (at shutdown).
     pub fn flush(&self) {
         self.unflushed.store(false, Ordering::Relaxed);
-        self.lock().store.write_buffered();
+        let mut st = self.lock();
+        st.store.write_buffered();
+        if let Some(s) = &st.stream {
+            s.log.write_buffered();
+        }
     }
 
     /// Everything the management API shows about the queue's contents, read at once
     /// under its lock: `(ready, unacknowledged, consumers, stats)`.
     pub fn snapshot(&self) -> QueueSnapshot {
         let st = self.lock();
+        let (ready, ready_bytes) = match &st.stream {
+            Some(s) => (s.log.len(), s.log.bytes()),
+            None => (st.store.len() as u64, st.store.bytes()),
+        };
         QueueSnapshot {
-            ready: st.store.len() as u64,
-            ready_bytes: st.store.bytes(),
-            unacked: st.unacked as u64,
+            ready,
+            ready_bytes,
+            // A stream's delivered messages are still in it (counted in `ready`).
+            unacked: if self.stream { 0 } else { st.unacked as u64 },
             consumers: st.consumers.len() as u64,
             stats: st.stats,
             idle_since_ms: st.last_used_ms.max(st.last_delivery_ms),
@@ -894,7 +1130,11 @@ impl Queue {
 
     /// Ready messages.
     pub fn message_count(&self) -> u32 {
-        self.lock().store.len() as u32
+        let st = self.lock();
+        match &st.stream {
+            Some(s) => u32::try_from(s.log.len()).unwrap_or(u32::MAX),
+            None => st.store.len() as u32,
+        }
     }
 
     /// Delivered, unsettled messages.
@@ -909,6 +1149,9 @@ impl Queue {
 
     /// Drops ready messages; returns how many.
     pub fn purge(&self) -> u32 {
+        if self.stream {
+            return 0;
+        }
         self.lock().store.purge() as u32
     }
 
@@ -918,8 +1161,13 @@ impl Queue {
         self.deleted.store(true, Ordering::Release);
         let (count, consumers) = {
             let mut st = self.lock();
-            let count = st.store.len() as u32;
+            let mut count = st.store.len() as u32;
             st.store.destroy();
+            if let Some(s) = st.stream.as_mut() {
+                // RabbitMQ answers a stream's queue.delete with a count of 0.
+                count = 0;
+                s.log.destroy();
+            }
             (count, std::mem::take(&mut st.consumers))
         };
         for c in consumers {
@@ -990,6 +1238,7 @@ mod tests {
             credit: Arc::new(Credit::new(prefetch)),
             channel_credit: Arc::new(Credit::new(0)),
             sink,
+            arguments: Default::default(),
         }
     }
     fn tags(sink: &Recorder) -> Vec<String> {

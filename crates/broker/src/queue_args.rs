@@ -37,6 +37,29 @@ pub struct QueueArgs {
     pub max_priority: Option<u8>,
     /// `x-single-active-consumer`.
     pub single_active_consumer: bool,
+    /// A stream (`x-queue-type=stream`) and its own settings.
+    pub stream: Option<StreamArgs>,
+}
+
+/// The arguments only streams have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamArgs {
+    /// `x-max-age`, ms.
+    pub max_age_ms: Option<u64>,
+    /// `x-stream-max-segment-size-bytes`.
+    pub max_segment_bytes: u64,
+    /// `x-stream-filter-size-bytes`.
+    pub filter_bytes: usize,
+}
+
+impl Default for StreamArgs {
+    fn default() -> Self {
+        StreamArgs {
+            max_age_ms: None,
+            max_segment_bytes: crate::stream::DEFAULT_SEGMENT_BYTES,
+            filter_bytes: crate::stream::DEFAULT_FILTER_BYTES,
+        }
+    }
 }
 
 /// An invalid argument: its name and RabbitMQ's error term.
@@ -115,6 +138,23 @@ const OTHER_TYPE_ARGS: &[&str] = &[
     "x-initial-cluster-size",
 ];
 
+/// Arguments RabbitMQ knows that streams refuse, in its checking order.
+const STREAM_REFUSED_ARGS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-single-active-consumer",
+    "x-quorum-initial-group-size",
+    "x-delivery-limit",
+    "x-dead-letter-strategy",
+];
+
 /// How the error is worded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InvalidKind {
@@ -126,6 +166,10 @@ pub enum InvalidKind {
     OtherQueueType,
     /// `invalid property 'P' for queue 'Q' in vhost 'V'` (REASON holds P)
     Property,
+    /// `invalid arg 'A' for queue 'Q' in vhost 'V' of queue type rabbit_stream_queue`
+    StreamQueueType,
+    /// REASON is the whole text (RabbitMQ's stream checks word their own).
+    Text,
 }
 
 impl InvalidArg {
@@ -148,6 +192,11 @@ impl InvalidArg {
                 "invalid property '{}' for queue '{queue}' in vhost '{vhost}'",
                 self.reason
             ),
+            InvalidKind::StreamQueueType => format!(
+                "invalid arg '{}' for queue '{queue}' in vhost '{vhost}' of queue type rabbit_stream_queue",
+                self.arg
+            ),
+            InvalidKind::Text => self.reason.clone(),
         }
     }
 }
@@ -169,6 +218,7 @@ impl QueueArgs {
                 // Quorum queues are served by a durable classic queue: same client-visible
                 // behaviour on a single node.
                 "quorum" => quorum = true,
+                "stream" => return Self::parse_stream(args),
                 other => {
                     return Err(bad(
                         "x-queue-type",
@@ -207,6 +257,79 @@ impl QueueArgs {
             a.max_priority = None;
         }
         Ok(a)
+    }
+
+    /// A stream's arguments, validated as RabbitMQ validates them (after the queue's
+    /// durable, exclusive and auto-delete properties, which the caller checks).
+    ///
+    /// # Errors
+    /// The first invalid argument, with RabbitMQ's text.
+    pub fn parse_stream(args: &FieldTable) -> Result<Self, InvalidArg> {
+        let t = args.inner();
+        if let Some(k) = STREAM_REFUSED_ARGS.iter().find(|k| t.contains_key(**k)) {
+            return Err(InvalidArg {
+                arg: (*k).to_string(),
+                reason: String::new(),
+                kind: InvalidKind::StreamQueueType,
+            });
+        }
+        let text = |reason: &str| InvalidArg {
+            arg: String::new(),
+            reason: reason.to_string(),
+            kind: InvalidKind::Text,
+        };
+        let mut stream = StreamArgs::default();
+        if let Some(v) = t.get("x-max-age") {
+            let s = str_of(v).ok_or_else(|| unacceptable("x-max-age", v))?;
+            let ms = crate::stream::parse_age(&s)
+                .ok_or_else(|| bad("x-max-age", "invalid_max_age".into()))?;
+            stream.max_age_ms = Some(ms);
+        }
+        if let Some(v) = t.get("x-stream-max-segment-size-bytes") {
+            // RabbitMQ compares with Erlang's term order, where any text is larger than
+            // any number: a text is "too large" too.
+            match int_of(v) {
+                Some(n) if n <= i128::from(crate::stream::MAX_SEGMENT_BYTES) => {
+                    stream.max_segment_bytes = u64::try_from(n).unwrap_or(0).max(1);
+                }
+                _ => {
+                    return Err(text(
+                        "Exceeded max value for x-stream-max-segment-size-bytes",
+                    ))
+                }
+            }
+        }
+        if let Some(v) = t.get("x-stream-filter-size-bytes") {
+            let n = int_of(v).ok_or_else(|| text("Invalid type for x-stream-filter-size-bytes"))?;
+            if !(16..=255).contains(&n) {
+                return Err(text("Invalid value for x-stream-filter-size-bytes"));
+            }
+            stream.filter_bytes = n as usize;
+        }
+        let mut a = QueueArgs::default();
+        if let Some(v) = t.get("x-max-length-bytes") {
+            a.max_length_bytes = Some(non_neg("x-max-length-bytes", v)?);
+        }
+        a.stream = Some(stream);
+        Ok(a)
+    }
+
+    /// The stream settings these arguments give (`None` for other queues).
+    pub fn stream_settings(&self) -> Option<crate::stream::StreamSettings> {
+        self.stream.map(|s| crate::stream::StreamSettings {
+            max_length_bytes: self.max_length_bytes,
+            max_age_ms: s.max_age_ms,
+            max_segment_bytes: s.max_segment_bytes,
+            filter_bytes: s.filter_bytes,
+        })
+    }
+
+    /// Whether `args` declare a stream.
+    pub fn is_stream(args: &FieldTable) -> bool {
+        args.inner()
+            .get("x-queue-type")
+            .and_then(str_of)
+            .is_some_and(|t| t == "stream")
     }
 
     /// Validates and interprets the classic-queue arguments (unknown keys ignored).

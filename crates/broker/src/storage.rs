@@ -265,6 +265,43 @@ impl Storage {
         SegmentStore::open_with_budget(&dir, self.config.segment, levels, self.budget.clone())
     }
 
+    fn stream_dir(&self, vhost: &str, queue: &str) -> PathBuf {
+        self.vhost_dir(vhost).join("streams").join(fnv(queue))
+    }
+
+    /// Opens (recovering) a stream's log.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn stream(
+        &self,
+        vhost: &str,
+        queue: &str,
+        settings: crate::stream::StreamSettings,
+    ) -> io::Result<crate::stream::StreamLog> {
+        crate::stream::StreamLog::open(&self.stream_dir(vhost, queue), settings)
+    }
+
+    /// Creates an empty log for a newly declared stream, discarding files left by an
+    /// earlier stream of the same name that was not in the definitions.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn fresh_stream(
+        &self,
+        vhost: &str,
+        queue: &str,
+        settings: crate::stream::StreamSettings,
+    ) -> io::Result<crate::stream::StreamLog> {
+        let dir = self.stream_dir(vhost, queue);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        crate::stream::StreamLog::open(&dir, settings)
+    }
+
     /// The store of a non-durable queue: in memory within the budgets, paged out to
     /// `transient/<n>` beyond them (the directory is made on the first page-out).
     pub fn transient_queue_store(&self, levels: usize) -> SegmentStore {

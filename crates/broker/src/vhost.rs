@@ -406,6 +406,35 @@ impl VHost {
         let mut messages = 0u64;
         for q in &defs.queues {
             let arguments = table_from_hex(&q.arguments).ok_or_else(|| corrupt(&q.name))?;
+            if QueueArgs::is_stream(&arguments) {
+                let args = QueueArgs::parse_stream(&arguments).unwrap_or_else(|_| QueueArgs {
+                    stream: Some(Default::default()),
+                    ..QueueArgs::default()
+                });
+                let args = self.effective_args(&q.name, &arguments, args);
+                let settings = args.stream_settings().unwrap_or_default();
+                let log = storage
+                    .stream(&self.name, &q.name, settings)
+                    .map_err(|source| StorageError::Io {
+                        path: std::path::PathBuf::from(format!("stream '{}'", q.name)),
+                        source,
+                    })?;
+                messages += log.len();
+                let spec = QueueSpec {
+                    vhost: self.name.clone(),
+                    name: q.name.clone(),
+                    durable: true,
+                    exclusive_owner: None,
+                    auto_delete: q.auto_delete,
+                    arguments,
+                    args,
+                };
+                t.queues.insert(
+                    q.name.clone(),
+                    Arc::new(Queue::with_stream(spec, log, self.me.clone())),
+                );
+                continue;
+            }
             let args = QueueArgs::parse(&arguments).unwrap_or_default();
             let args = self.effective_args(&q.name, &arguments, args);
             let store = storage
@@ -762,6 +791,11 @@ impl VHost {
             let (m, c) = (q.message_count(), q.consumer_count());
             return Ok((q, m, c));
         }
+        if o.name.is_empty() && QueueArgs::is_stream(&o.arguments) {
+            return Err(Error::InvalidArg(
+                "Cannot declare a server-named queue for type rabbit_stream_queue".into(),
+            ));
+        }
         let name = if o.name.is_empty() {
             names::queue_name()
         } else {
@@ -816,9 +850,47 @@ impl VHost {
         durable: bool,
         owner: Option<ConnectionId>,
     ) -> Result<Arc<Queue>, Error> {
+        if QueueArgs::is_stream(&o.arguments) {
+            // RabbitMQ's order: auto-delete, exclusive, non-durable.
+            let property = if o.auto_delete {
+                Some("auto-delete")
+            } else if owner.is_some() {
+                Some("exclusive-owner")
+            } else if !durable {
+                Some("non-durable")
+            } else {
+                None
+            };
+            if let Some(p) = property {
+                return Err(Error::InvalidArg(format!(
+                    "invalid property '{p}' for queue '{name}' in vhost '{}'",
+                    self.name
+                )));
+            }
+        }
         let args = QueueArgs::parse_for_declare(&o.arguments, durable)
             .map_err(|e| Error::InvalidArg(e.message(name, &self.name)))?;
         let args = self.effective_args(name, &o.arguments, args);
+        if let Some(settings) = args.stream_settings() {
+            let log = match &self.storage {
+                Some(storage) => storage.fresh_stream(&self.name, name, settings),
+                None => Ok(crate::stream::StreamLog::in_memory(settings)),
+            }
+            .map_err(|e| {
+                tracing::error!(queue = %name, error = %e, "cannot create a stream");
+                Error::Storage(e.to_string())
+            })?;
+            let spec = QueueSpec {
+                vhost: self.name.clone(),
+                name: name.to_string(),
+                durable,
+                exclusive_owner: owner,
+                auto_delete: o.auto_delete,
+                arguments: o.arguments.clone(),
+                args,
+            };
+            return Ok(Arc::new(Queue::with_stream(spec, log, self.me.clone())));
+        }
         let levels = args.levels();
         let spec = QueueSpec {
             vhost: self.name.clone(),
@@ -980,7 +1052,14 @@ impl VHost {
     /// # Errors
     /// Not found or exclusive lock.
     pub fn purge_queue(&self, name: &str, connection: ConnectionId) -> Result<u32, Error> {
-        Ok(self.queue(name, connection)?.purge())
+        let q = self.queue(name, connection)?;
+        if q.is_stream() {
+            return Err(Error::NotImplemented(format!(
+                "queue.purge not supported by stream queues {}",
+                q.display_name()
+            )));
+        }
+        Ok(q.purge())
     }
 
     /// The connection closed: delete its exclusive queues.

@@ -341,7 +341,7 @@ async fn run(
                         "messages_unacknowledged": s.unacked, "consumers": s.consumers,
                         "message_bytes": s.ready_bytes, "message_bytes_ready": s.ready_bytes,
                         "policy": policy.unwrap_or_default(), "state": "running",
-                        "type": "classic", "memory": 0,
+                        "type": q.type_name(), "memory": 0,
                     }))
                 })
                 .collect();

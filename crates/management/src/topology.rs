@@ -131,7 +131,7 @@ fn queue_json(state: &AppState, v: &VHost, q: &Queue) -> Value {
         "auto_delete": q.auto_delete,
         "exclusive": q.exclusive_owner.is_some(),
         "arguments": json::table_to_json(&q.arguments),
-        "type": "classic",
+        "type": q.type_name(),
         "node": node,
         "state": "running",
         "policy": policy.as_ref().map(|p| p.name.clone()),

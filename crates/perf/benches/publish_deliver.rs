@@ -55,6 +55,7 @@ fn consumer(sink: Arc<CountingSink>, no_ack: bool, prefetch: u32) -> Consumer {
         credit: Arc::new(Credit::new(prefetch)),
         channel_credit: Arc::new(Credit::new(0)),
         sink,
+        arguments: Default::default(),
     }
 }
 

@@ -618,6 +618,12 @@ impl Channel {
                 let name = self.queue_name(g.queue.as_str())?;
                 ctx.grant.check_read(Resource::Queue, &name).map_err(amqp)?;
                 let q = ctx.vhost.queue(&name, ctx.id).map_err(amqp)?;
+                if q.is_stream() {
+                    return Err(amqp(warren_broker::Error::NotImplemented(format!(
+                        "basic.get not supported by stream queues {}",
+                        q.display_name()
+                    ))));
+                }
                 match q.get(g.no_ack) {
                     None => {
                         self.counters.get_empty += 1;
@@ -684,6 +690,7 @@ impl Channel {
             }
             basic::AMQPMethod::Nack(n) => {
                 let taken = self.take_unacked(n.delivery_tag, n.multiple)?;
+                refuse_stream_nack(&taken)?;
                 self.settle(
                     if n.requeue {
                         Settle::Requeue
@@ -696,6 +703,7 @@ impl Channel {
             }
             basic::AMQPMethod::Reject(r) => {
                 let taken = self.take_unacked(r.delivery_tag, false)?;
+                refuse_stream_nack(&taken)?;
                 self.settle(
                     if r.requeue {
                         Settle::Requeue
@@ -794,6 +802,7 @@ impl Channel {
             credit: Arc::new(Credit::new(self.consumer_prefetch)),
             channel_credit: self.channel_credit.clone(),
             sink: ctx.sink.clone(),
+            arguments: c.arguments.clone(),
         };
         // Deliveries the queue makes right away travel through the connection's inbox,
         // so they are written after this consume-ok.
@@ -1569,5 +1578,16 @@ mod tests {
             check_expiration("10x").unwrap_err().text,
             "PRECONDITION_FAILED - invalid expiration '10x': {leftover_string,\"x\"}"
         );
+    }
+}
+
+/// RabbitMQ 3.10 refuses basic.nack and basic.reject of stream deliveries with 540.
+fn refuse_stream_nack(taken: &[(u64, Unacked)]) -> Result<(), AmqpError> {
+    match taken.iter().find(|(_, u)| u.queue.is_stream()) {
+        Some((_, u)) => Err(amqp(warren_broker::Error::NotImplemented(format!(
+            "basic.nack and basic.reject not supported by stream queues {}",
+            u.queue.display_name()
+        )))),
+        None => Ok(()),
     }
 }

@@ -24,6 +24,7 @@ pub fn amqp(err: Error) -> AmqpError {
         // RabbitMQ 3.10: unknown exchange type is a connection error 503.
         Error::UnknownExchangeType(_) => ReplyCode::CommandInvalid,
         Error::Storage(_) => ReplyCode::InternalError,
+        Error::NotImplemented(_) => ReplyCode::NotImplemented,
     };
     AmqpError::new(code, err)
 }

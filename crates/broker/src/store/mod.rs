@@ -17,6 +17,9 @@ use std::sync::Arc;
 
 pub use memory::MemoryStore;
 pub use persister::{FsyncPolicy, Persister, SyncFile};
+pub(crate) use segment::{
+    decode_stream_records, encode_stream_record, open_stream_segment, walk_stream_segment,
+};
 pub use segment::{SegmentConfig, SegmentStore};
 
 use crate::message::QueuedMessage;

@@ -35,6 +35,8 @@ const WRITE_BATCH: usize = 256 * 1024;
 pub struct SyncFile {
     file: File,
     pending: Mutex<Pending>,
+    /// Writes that moved bytes to the OS (a stream starts a new chunk after one).
+    writes: std::sync::atomic::AtomicU64,
 }
 
 /// Bytes not yet written, and where they start in the file.
@@ -80,11 +82,27 @@ impl SyncFile {
                 written,
                 buf: Vec::new(),
             }),
+            writes: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many writes have moved buffered bytes to the OS so far.
+    pub fn write_count(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn write_out(&self, p: &mut Pending) -> io::Result<()> {
+        let had = p.buf.len();
+        let r = p.write_out(&self.file);
+        if p.buf.len() < had {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
+        r
     }
 
     /// Appends `data` to the buffer, and writes the buffer out once it holds
@@ -95,7 +113,7 @@ impl SyncFile {
         let mut p = self.pending();
         p.buf.extend_from_slice(data);
         if p.buf.len() >= WRITE_BATCH {
-            if let Err(e) = p.write_out(&self.file) {
+            if let Err(e) = self.write_out(&mut p) {
                 tracing::error!(error = %e, "cannot write to a segment file (will retry)");
             }
         }
@@ -134,7 +152,7 @@ impl SyncFile {
         if p.buf.is_empty() {
             return Ok(());
         }
-        p.write_out(&self.file)
+        self.write_out(&mut p)
     }
 
     /// Writes buffered appends, then forces them to disk if `fsync`.

@@ -246,6 +246,52 @@ struct Recovered {
     msg: Option<Arc<Message>>,
 }
 
+/// Reads the records of one segment in order, calling `f(meta, message, loc)` for each.
+/// Stops at the first torn or corrupt record; returns where the valid data ends and
+/// whether the file ended there.
+fn walk_segment(
+    path: &Path,
+    segment: u32,
+    mut f: impl FnMut(RecordMeta, Message, DiskLoc),
+) -> io::Result<(u64, bool)> {
+    let file = File::open(path)?;
+    let total = file.metadata()?.len();
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    let mut offset = 0u64;
+    let mut header = [0u8; 8];
+    let mut payload = Vec::new();
+    loop {
+        if offset == total {
+            return Ok((offset, true));
+        }
+        if r.read_exact(&mut header).is_err() {
+            return Ok((offset, false));
+        }
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+        let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+        if !(8..=MAX_RECORD).contains(&len) || offset + 8 + u64::from(len) > total {
+            return Ok((offset, false));
+        }
+        payload.resize(len as usize, 0);
+        if r.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
+            return Ok((offset, false));
+        }
+        let Some((meta, msg)) = decode_payload(&payload) else {
+            return Ok((offset, false));
+        };
+        f(
+            meta,
+            msg,
+            DiskLoc {
+                segment,
+                offset,
+                len: 8 + len,
+            },
+        );
+        offset += 8 + u64::from(len);
+    }
+}
+
 /// Reads the records of one segment. Stops at the first torn or corrupt record and
 /// returns the offset where the valid data ends.
 fn scan_segment(
@@ -253,32 +299,8 @@ fn scan_segment(
     segment: u32,
     keep_bodies: &mut u64,
 ) -> io::Result<(Vec<Recovered>, u64, bool)> {
-    let file = File::open(path)?;
-    let total = file.metadata()?.len();
-    let mut r = BufReader::with_capacity(1 << 20, file);
     let mut out = Vec::new();
-    let mut offset = 0u64;
-    let mut header = [0u8; 8];
-    let mut payload = Vec::new();
-    loop {
-        if offset == total {
-            return Ok((out, offset, true));
-        }
-        if r.read_exact(&mut header).is_err() {
-            return Ok((out, offset, false));
-        }
-        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
-        let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-        if !(8..=MAX_RECORD).contains(&len) || offset + 8 + u64::from(len) > total {
-            return Ok((out, offset, false));
-        }
-        payload.resize(len as usize, 0);
-        if r.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
-            return Ok((out, offset, false));
-        }
-        let Some((meta, msg)) = decode_payload(&payload) else {
-            return Ok((out, offset, false));
-        };
+    let (end, clean) = walk_segment(path, segment, |meta, msg, loc| {
         let body_len = msg.body.len() as u64;
         let msg = if meta.transient {
             None
@@ -291,16 +313,69 @@ fn scan_segment(
         };
         out.push(Recovered {
             meta,
-            loc: DiskLoc {
-                segment,
-                offset,
-                len: 8 + len,
-            },
+            loc,
             body_len,
             msg,
         });
-        offset += 8 + u64::from(len);
+    })?;
+    Ok((out, end, clean))
+}
+
+/// A stream's record (streams use the queue record format): its offset where a queue
+/// record has its sequence number, and its append time (epoch ms) where a queue record
+/// has its expiry.
+pub(crate) fn encode_stream_record(offset: u64, timestamp_ms: u64, m: &Arc<Message>) -> Vec<u8> {
+    encode_record(
+        &QueuedMessage {
+            seq: offset,
+            message: m.clone(),
+            redelivered: false,
+            loc: None,
+            priority: 0,
+            expires_at: timestamp_ms,
+        },
+        false,
+    )
+}
+
+/// The records of `buf` (whole records back to back, as a stream chunk is stored):
+/// `(offset, timestamp, message)` each, up to the first torn or corrupt one.
+pub(crate) fn decode_stream_records(buf: &[u8]) -> Vec<(u64, u64, Message)> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while let Some(header) = buf.get(at..at + 8) {
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+        let Some(payload) = buf.get(at + 8..at + 8 + len) else {
+            break;
+        };
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        let Some((meta, msg)) = decode_payload(payload) else {
+            break;
+        };
+        out.push((meta.seq, meta.expires_at, msg));
+        at += 8 + len;
     }
+    out
+}
+
+/// Walks a stream segment file: `f(offset, timestamp, message, loc)` per record. Returns
+/// where its valid data ends and whether the file ended there.
+pub(crate) fn walk_stream_segment(
+    path: &Path,
+    segment: u32,
+    mut f: impl FnMut(u64, u64, Message, DiskLoc),
+) -> io::Result<(u64, bool)> {
+    walk_segment(path, segment, |meta, msg, loc| {
+        f(meta.seq, meta.expires_at, msg, loc)
+    })
+}
+
+/// Opens a segment file for reading and appending, creating it if needed.
+pub(crate) fn open_stream_segment(path: &Path) -> io::Result<File> {
+    open_segment_file(path)
 }
 
 fn read_marks(path: &Path) -> io::Result<Vec<(u8, u64)>> {
