@@ -19,5 +19,6 @@ mod paging;
 mod parity;
 mod publish_consume;
 mod raw_protocol;
+mod streams;
 mod tls;
 mod util;
