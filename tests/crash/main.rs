@@ -22,6 +22,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 const QUEUE: &str = "crash-q";
+const STREAM: &str = "crash-stream";
 
 /// A pseudo-random number, different in every call and every run.
 fn random_below(n: u64) -> u64 {
@@ -137,13 +138,25 @@ async fn connect(uri: &str) -> Connection {
 }
 
 async fn declare(ch: &lapin::Channel) {
+    declare_target(ch, QUEUE).await;
+}
+
+/// Declares the durable queue, or (for [`STREAM`]) the stream.
+async fn declare_target(ch: &lapin::Channel, name: &str) {
+    let mut args = FieldTable::default();
+    if name == STREAM {
+        args.insert(
+            "x-queue-type".into(),
+            amq_protocol::types::AMQPValue::LongString("stream".into()),
+        );
+    }
     ch.queue_declare(
-        QUEUE.into(),
+        name.into(),
         QueueDeclareOptions {
             durable: true,
             ..QueueDeclareOptions::default()
         },
-        FieldTable::default(),
+        args,
     )
     .await
     .expect("declare durable queue");
@@ -206,12 +219,24 @@ async fn publish_until_kill(
     publishers: u32,
     kill_after: usize,
 ) -> HashMap<u32, BTreeSet<u64>> {
+    publish_until_kill_to(broker, QUEUE, 0, publishers, kill_after).await
+}
+
+/// [`publish_until_kill`] into `target` (the queue or the stream).
+/// Publisher ids are `id_base..id_base + publishers`.
+async fn publish_until_kill_to(
+    broker: Broker,
+    target: &'static str,
+    id_base: u32,
+    publishers: u32,
+    kill_after: usize,
+) -> HashMap<u32, BTreeSet<u64>> {
     let confirmed: Arc<Mutex<HashMap<u32, BTreeSet<u64>>>> = Arc::default();
     let uri = broker.uri();
     let setup = connect(&uri).await;
-    declare(&setup.create_channel().await.expect("channel")).await;
+    declare_target(&setup.create_channel().await.expect("channel"), target).await;
     let mut tasks = Vec::new();
-    for p in 0..publishers {
+    for p in id_base..id_base + publishers {
         let uri = uri.clone();
         let confirmed = confirmed.clone();
         tasks.push(tokio::spawn(async move {
@@ -227,7 +252,7 @@ async fn publish_until_kill(
                 let Ok(pc) = ch
                     .basic_publish(
                         "".into(),
-                        QUEUE.into(),
+                        target.into(),
                         BasicPublishOptions::default(),
                         &b,
                         persistent(),
@@ -1046,4 +1071,106 @@ async fn issue_10_users_and_permissions_survive_kill_9() {
     let ch = conn.create_channel().await.expect("channel");
     declare(&ch).await;
     broker.kill9();
+}
+
+/// Reads a restarted broker's stream from its first offset: (offset, publisher, seq).
+async fn read_stream(uri: &str) -> Vec<(i64, u32, u64)> {
+    let conn = connect(uri).await;
+    let ch = conn.create_channel().await.expect("channel");
+    let total = ch
+        .queue_declare(
+            STREAM.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("the stream exists")
+        .message_count() as usize;
+    ch.basic_qos(1000, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-stream-offset".into(),
+        amq_protocol::types::AMQPValue::LongString("first".into()),
+    );
+    let mut consumer = ch
+        .basic_consume(
+            STREAM.into(),
+            "read".into(),
+            BasicConsumeOptions::default(),
+            args,
+        )
+        .await
+        .expect("consume");
+    let mut got = Vec::with_capacity(total);
+    while got.len() < total {
+        let d = tokio::time::timeout(TIMEOUT, consumer.next())
+            .await
+            .expect("delivery in time")
+            .expect("stream open")
+            .expect("delivery");
+        let offset = match d
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-stream-offset").cloned())
+        {
+            Some(amq_protocol::types::AMQPValue::LongLongInt(o)) => o,
+            other => panic!("x-stream-offset: {other:?}"),
+        };
+        let (p, s) = parse(&d.data);
+        got.push((offset, p, s));
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_stream_messages_survive_kill_9_with_their_offsets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut all_confirmed: HashMap<u32, BTreeSet<u64>> = HashMap::new();
+    let mut before = 0usize;
+    for round in 0..3u32 {
+        let kill_after = 200 + random_below(1500) as usize;
+        let broker = Broker::start(dir.path());
+        all_confirmed
+            .extend(publish_until_kill_to(broker, STREAM, round * 10, 2, kill_after).await);
+        let broker = Broker::start(dir.path());
+        let got = read_stream(&broker.uri()).await;
+        // Offsets are 0, 1, 2, ... without a gap, across every round so far.
+        for (i, (offset, _, _)) in got.iter().enumerate() {
+            assert_eq!(*offset, i as i64, "round {round}: offsets have a gap");
+        }
+        assert!(got.len() >= before, "round {round}: the stream shrank");
+        before = got.len();
+        let mut by_pub: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        for (_, p, s) in &got {
+            by_pub.entry(*p).or_default().push(*s);
+        }
+        for (p, want) in &all_confirmed {
+            let seqs = by_pub.get(p).cloned().unwrap_or_default();
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "round {round} publisher {p}: order not kept or duplicates"
+            );
+            let have: BTreeSet<u64> = seqs.into_iter().collect();
+            let missing: Vec<_> = want.difference(&have).collect();
+            assert!(
+                missing.is_empty(),
+                "round {round} publisher {p}: confirmed but lost: {missing:?}"
+            );
+        }
+        for p in round * 10..round * 10 + 2 {
+            assert!(
+                all_confirmed.get(&p).is_some_and(|w| !w.is_empty()),
+                "round {round} publisher {p} got no confirms"
+            );
+        }
+        broker.kill9();
+    }
 }
