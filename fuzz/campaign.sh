@@ -12,7 +12,10 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cargo fuzz list)
 fi
+# Built once, then each target's binary runs directly: edits to the crates while a long
+# campaign runs do not rebuild (or break) it.
 cargo fuzz build -s none >/dev/null
+bin=target/x86_64-unknown-linux-gnu/release
 mkdir -p logs
 for t in "${targets[@]}"; do
   case "$t" in
@@ -22,9 +25,10 @@ for t in "${targets[@]}"; do
   esac
   echo "== $t: up to $RUNS runs or $MAX_SECS s"
   start=$(date +%s)
-  cargo fuzz run -s none "$t" -- -runs="$RUNS" -max_total_time="$MAX_SECS" \
+  mkdir -p "corpus/$t" "artifacts/$t"
+  "$bin/$t" -artifact_prefix="artifacts/$t/" -runs="$RUNS" -max_total_time="$MAX_SECS" \
     -rss_limit_mb=2048 -timeout=10 -max_len="$max_len" -print_final_stats=1 \
-    >"logs/$t.log" 2>&1 || { echo "!! $t failed, see fuzz/logs/$t.log"; tail -30 "logs/$t.log"; exit 1; }
+    "corpus/$t" >"logs/$t.log" 2>&1 || { echo "!! $t failed, see fuzz/logs/$t.log"; tail -30 "logs/$t.log"; exit 1; }
   secs=$(( $(date +%s) - start ))
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$' || echo '?')
   peak=$(grep -o 'stat::peak_rss_mb: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$' || echo '?')
