@@ -600,3 +600,85 @@ async fn a_client_that_sends_requests_but_never_reads_replies_is_held_to_bounded
          ({received} bytes read, {sent} written)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_stops_reading_but_sends_heartbeats_is_closed_by_the_send_timeout() {
+    // RabbitMQ's socket send_timeout: output that does not move for 30 s (2 s here)
+    // closes the connection, heartbeats or not. Its unacked messages go back.
+    const Q: &str = "bp.sendtimeout.q";
+    const N: u64 = 3_000;
+    let broker = TestBroker::start_with(|c| {
+        c.resources.memory_high_watermark = 0.0;
+        c.resources.memory_high_watermark_bytes = 0;
+        c.limits.send_timeout_secs = 2;
+    })
+    .await;
+    let conn = broker.connect().await;
+    let ch = confirm_channel(&conn).await;
+    declare_queue(&ch, Q).await;
+    let login = Login {
+        heartbeat: 1,
+        ..Login::default()
+    };
+    let mut raw = stalled_consumer_with(&broker, Q, false, 5_000, &login).await;
+    publish_confirmed(&ch, Q, 0..N).await;
+    // Heartbeats keep it alive as far as the heartbeat monitor goes, until the send
+    // timeout closes it (the writes fail once the broker has closed the socket).
+    let closed = async {
+        loop {
+            if queue_state(&conn, Q).await.unwrap().1 == 0 {
+                break;
+            }
+            raw.send(&crate::util::frame(8, 0, b"")).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    within("the send timeout to close the stalled consumer", closed).await;
+    let (ready, _) = settled_state(&conn, Q).await;
+    assert_eq!(
+        u64::from(ready),
+        N,
+        "every unacked message is back in the queue"
+    );
+    conn.close(200, ss("OK")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_consumer_of_large_messages_holds_a_bounded_number_of_bytes() {
+    // 64 KiB messages: the connection's inbox is capped in bytes (1 MiB), not only in
+    // deliveries (1024, which would be 64 MiB here).
+    const Q: &str = "bp.large.q";
+    const LEN: usize = 64 * 1024;
+    const N: u64 = 1_500;
+    let broker = broker().await;
+    let conn = broker.connect().await;
+    let ch = confirm_channel(&conn).await;
+    declare_queue(&ch, Q).await;
+    let _raw = stalled_consumer(&broker, Q, true, 0).await;
+    let body = test_body(LEN);
+    let mut confirms = Vec::new();
+    for _ in 0..N {
+        confirms.push(
+            ch.basic_publish(
+                ss(""),
+                ss(Q),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    for c in confirms {
+        within("confirm", c).await.unwrap();
+    }
+    let (ready, _) = settled_state(&conn, Q).await;
+    let taken = N - u64::from(ready);
+    // 1 MiB in the inbox, 1 MiB of output and the sockets' buffers: a few hundred at most.
+    assert!(
+        taken < 300,
+        "the stalled consumer's connection took {taken} messages of 64 KiB"
+    );
+    conn.close(200, ss("OK")).await.unwrap();
+}

@@ -41,6 +41,8 @@ pub struct Config {
     pub identity: Identity,
     /// The management HTTP API.
     pub management: Management,
+    /// The stream protocol listener.
+    pub stream: Stream,
     /// The Prometheus metrics endpoint.
     pub prometheus: Prometheus,
     /// The AMQPS (TLS) listener.
@@ -74,6 +76,32 @@ impl Default for Management {
             listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 15672)),
             rate_interval_ms: 1000,
             tls_listen: None,
+        }
+    }
+}
+
+/// RabbitMQ's stream protocol (its `rabbitmq_stream` plugin).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Stream {
+    /// Serve it at all.
+    pub enabled: bool,
+    /// Listener (RabbitMQ: port 5552, all interfaces).
+    pub listen: SocketAddr,
+    /// Host name clients are told to connect to (`metadata`); the listener's address,
+    /// or `localhost` for an unspecified one, when empty.
+    pub advertised_host: String,
+    /// Port clients are told to connect to; the listener's when 0.
+    pub advertised_port: u16,
+}
+
+impl Default for Stream {
+    fn default() -> Self {
+        Stream {
+            enabled: true,
+            listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 5552)),
+            advertised_host: String::new(),
+            advertised_port: 0,
         }
     }
 }
@@ -348,6 +376,7 @@ impl Default for Config {
             policies: Vec::new(),
             identity: Identity::default(),
             management: Management::default(),
+            stream: Stream::default(),
             prometheus: Prometheus::default(),
             tls: Tls::default(),
             load_definitions: None,
@@ -369,8 +398,15 @@ pub struct Limits {
     pub max_message_bytes: u64,
     /// Most client connections at once; further connections wait in the accept backlog.
     pub max_connections: usize,
-    /// Time a client has to complete the handshake up to connection.open.
+    /// Time a client has to complete the handshake up to connection.open (after the
+    /// TLS handshake, on the AMQPS listener).
     pub handshake_timeout_secs: u64,
+    /// Time a client has to complete the TLS handshake (RabbitMQ's
+    /// `ssl_handshake_timeout`, 5 s).
+    pub ssl_handshake_timeout_secs: u64,
+    /// A connection whose pending output has not moved for this long is closed
+    /// (RabbitMQ's socket `send_timeout`, 30 s): a client that stopped reading.
+    pub send_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -382,6 +418,8 @@ impl Default for Limits {
             max_message_bytes: 128 * 1024 * 1024,
             max_connections: 65_536,
             handshake_timeout_secs: 10,
+            ssl_handshake_timeout_secs: 5,
+            send_timeout_secs: 30,
         }
     }
 }

@@ -180,7 +180,9 @@ async fn run(
 ) {
     let _ = stream.set_nodelay(true);
     let limit = Duration::from_secs(shared.config.limits.handshake_timeout_secs.max(1));
-    // The handshake timeout covers the TLS handshake and the AMQP one together.
+    // As RabbitMQ: the TLS handshake has its own timeout (5 s), and the AMQP handshake
+    // timeout starts once it is done.
+    let tls_limit = Duration::from_secs(shared.config.limits.ssl_handshake_timeout_secs.max(1));
     let deadline = Instant::now() + limit;
     // Small to start with: an idle connection should cost little. The main loop grows
     // the buffer for connections that move data.
@@ -199,7 +201,7 @@ async fn run(
         }
         Some(acceptor) => {
             let mut tls_stream =
-                match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                match tokio::time::timeout(tls_limit, acceptor.accept(stream)).await {
                     Ok(Ok(t)) => t,
                     Ok(Err(e)) => {
                         info!(error = %e, "TLS handshake failed");
@@ -208,11 +210,12 @@ async fn run(
                     Err(_) => {
                         warn!(
                             "closing connection: TLS handshake not completed within {}s",
-                            limit.as_secs()
+                            tls_limit.as_secs()
                         );
                         return;
                     }
                 };
+            let deadline = Instant::now() + limit;
             let cert = tls_stream
                 .get_ref()
                 .1
@@ -299,6 +302,7 @@ async fn run(
         done: false,
         has_published: false,
         heartbeat: session.heartbeat,
+        send_timeout_secs: shared.config.limits.send_timeout_secs,
         stats,
         churn: shared.churn.clone(),
     };
@@ -671,6 +675,8 @@ struct Connection {
     has_published: bool,
     /// Negotiated heartbeat interval in seconds (0 = none).
     heartbeat: u16,
+    /// Close when pending output has not moved for this long (seconds).
+    send_timeout_secs: u64,
     /// Socket counters and open channels, read by the management API.
     stats: Arc<crate::stats::ConnStats>,
     /// The node's churn counters (channels opened and closed).
@@ -701,8 +707,17 @@ impl Connection {
             (hb / 2).max(Duration::from_millis(500))
         };
         let mut tick = tokio::time::interval_at(Instant::now() + tick_every, tick_every);
-        let mut last_read = Instant::now();
+        // RabbitMQ's heartbeat monitor: a check every interval (every second tick
+        // here), the first one counting as activity; two checks in a row without a
+        // byte from the client close the connection (2 to 3 intervals after its last
+        // byte, 3 for a client silent since it opened).
+        let mut ticks: u64 = 0;
+        let mut read_since_check = false;
+        let mut missed_checks = 0u32;
         let mut last_write = Instant::now();
+        let send_timeout = Duration::from_secs(self.send_timeout_secs.max(1));
+        // The client stopped reading or sending: the final flush must not wait on it.
+        let mut peer_dead = false;
         // Grows on first use only: idle connections never allocate it.
         let mut events = Vec::new();
         // Flow control: the queue this connection's publishes are waiting on, and since
@@ -811,7 +826,7 @@ impl Connection {
                     Err(e) => break format!("socket read failed: {e}"),
                     Ok(n) => {
                         self.stats.received(n);
-                        last_read = Instant::now();
+                        read_since_check = true;
                         if let Some(t) = tls.as_mut() {
                             // Frames before a close_notify or a bad record still count.
                             match t.decrypt(&mut rbuf) {
@@ -842,16 +857,36 @@ impl Connection {
                         }
                     }
                 }
+                _ = tokio::time::sleep_until(last_write + send_timeout), if !self.out.is_empty() => {
+                    if !self.out.is_empty() && last_write.elapsed() >= send_timeout {
+                        warn!(timeout_secs = send_timeout.as_secs(), "closing connection: the client has not read for too long");
+                        peer_dead = true;
+                        break "socket write timed out".to_string();
+                    }
+                }
                 _ = tick.tick() => {
                     if heartbeat > 0 {
-                        // A blocked or flow-paused connection is not read, so its
-                        // heartbeats are not seen (RabbitMQ pauses its monitor too).
-                        // A connection whose held input is full has sent plenty.
-                        if blocked || flow_wait.is_some() || (backlogged && held >= INPUT_HOLD) {
-                            last_read = Instant::now();
-                        } else if last_read.elapsed() > hb * 2 {
-                            warn!(timeout_secs = heartbeat, "missed heartbeats from client, closing");
-                            break "missed heartbeats".to_string();
+                        ticks += 1;
+                        if ticks % 2 == 0 {
+                            // A blocked or flow-paused connection is not read, so its
+                            // heartbeats are not seen (RabbitMQ pauses its monitor too).
+                            // A connection whose held input is full has sent plenty.
+                            let alive = read_since_check
+                                || ticks == 2
+                                || blocked
+                                || flow_wait.is_some()
+                                || (backlogged && held >= INPUT_HOLD);
+                            read_since_check = false;
+                            if alive {
+                                missed_checks = 0;
+                            } else {
+                                missed_checks += 1;
+                                if missed_checks >= 2 {
+                                    warn!(timeout_secs = heartbeat, "missed heartbeats from client, closing");
+                                    peer_dead = true;
+                                    break "missed heartbeats".to_string();
+                                }
+                            }
                         }
                         if last_write.elapsed() >= tick_every {
                             encode::heartbeat(&mut self.out);
@@ -870,7 +905,13 @@ impl Connection {
             }
             wr.shutdown().await
         };
-        let _ = tokio::time::timeout(FINAL_FLUSH_TIMEOUT, flush).await;
+        // A client that stopped reading gets what the socket takes now, nothing more.
+        let limit = if peer_dead {
+            Duration::ZERO
+        } else {
+            FINAL_FLUSH_TIMEOUT
+        };
+        let _ = tokio::time::timeout(limit, flush).await;
         reason
     }
 
@@ -912,7 +953,7 @@ impl Connection {
         inbox.close();
         while let Ok(ev) = inbox.try_recv() {
             if let ConnEvent::Deliver(d) = ev {
-                self.ctx.sink.delivered();
+                self.ctx.sink.delivered(d.message.message.body.len());
                 return_delivery(*d);
             }
         }
@@ -1169,7 +1210,7 @@ impl Connection {
     fn event(&mut self, ev: ConnEvent) {
         match ev {
             ConnEvent::Deliver(d) => {
-                self.ctx.sink.delivered();
+                self.ctx.sink.delivered(d.message.message.body.len());
                 match self.channels.get_mut(&d.channel) {
                     Some(ch) => ch.deliver(&self.ctx, &mut self.out, *d),
                     None => return_delivery(*d),

@@ -3,7 +3,7 @@
 //!
 //! Back-pressure: a consumer's prefetch bounds acknowledged deliveries; for no-ack
 //! consumers (and as a global cap) the sink reports not-ready once `MAX_QUEUED`
-//! deliveries wait unwritten, so a slow socket stops its queues instead of filling RAM.
+//! deliveries or `MAX_QUEUED_BYTES` body bytes wait unwritten, so a slow socket stops its queues instead of filling RAM.
 //! When the backlog drains, the connection asks its consumers' queues to dispatch again.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,6 +14,9 @@ use warren_broker::{Delivery, DeliverySink};
 
 /// Deliveries allowed to wait in a connection's inbox before queues hold back.
 pub const MAX_QUEUED: usize = 1024;
+/// Body bytes allowed to wait in a connection's inbox before queues hold back (with
+/// large messages this, not [`MAX_QUEUED`], is the limit).
+pub const MAX_QUEUED_BYTES: usize = 1 << 20;
 
 /// Events queues send to a connection.
 #[derive(Debug)]
@@ -60,6 +63,7 @@ pub enum ConnEvent {
 pub struct ConnSink {
     tx: mpsc::UnboundedSender<ConnEvent>,
     queued: AtomicUsize,
+    queued_bytes: AtomicUsize,
     starved: AtomicBool,
     closed: AtomicBool,
 }
@@ -70,6 +74,7 @@ impl ConnSink {
         ConnSink {
             tx,
             queued: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
             starved: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         }
@@ -80,9 +85,15 @@ impl ConnSink {
         self.tx.clone()
     }
 
-    /// The connection wrote (or returned) one delivery.
-    pub fn delivered(&self) {
+    /// The connection wrote (or returned) one delivery of `bytes` body bytes.
+    pub fn delivered(&self, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
         self.queued.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn full(&self) -> bool {
+        self.queued.load(Ordering::SeqCst) >= MAX_QUEUED
+            || self.queued_bytes.load(Ordering::SeqCst) >= MAX_QUEUED_BYTES
     }
 
     /// Whether a queue was turned away since the last call.
@@ -101,17 +112,19 @@ impl DeliverySink for ConnSink {
         if self.closed.load(Ordering::Acquire) {
             return false;
         }
-        if self.queued.load(Ordering::SeqCst) >= MAX_QUEUED {
+        if self.full() {
             self.starved.store(true, Ordering::SeqCst);
             // The connection may have drained its inbox and checked `starved` between
             // our load and our store; it would then never ask us to dispatch again.
             // Look once more: either it sees `starved` or we see its progress.
-            return self.queued.load(Ordering::SeqCst) < MAX_QUEUED;
+            return !self.full();
         }
         true
     }
 
     fn deliver(&self, delivery: Delivery) {
+        self.queued_bytes
+            .fetch_add(delivery.message.message.body.len(), Ordering::AcqRel);
         self.queued.fetch_add(1, Ordering::AcqRel);
         if let Err(mpsc::error::SendError(ConnEvent::Deliver(_d))) =
             self.tx.send(ConnEvent::Deliver(Box::new(delivery)))
