@@ -74,6 +74,26 @@ pub struct Cli {
     /// Seconds to wait after opening the idle connections before sampling RSS.
     #[arg(long, default_value_t = 2.0, value_name = "SECS")]
     pub idle_settle: f64,
+    /// Soak mode: open N consumer connections (one channel, one exclusive queue, one
+    /// manual-ack consumer each, --prefetch applied), then publish to those queues round
+    /// robin from --producers connections at --soak-rate msg/s in total (--size-byte
+    /// bodies, --confirm N for publisher confirms) for --duration seconds, sampling the
+    /// broker's RSS and open fds (--broker-pid) every --soak-interval seconds. Reports
+    /// per-connection memory, RSS over the run, messages published / delivered and every
+    /// error; exits non-zero on any error or undelivered message.
+    #[arg(long, visible_alias = "soak", value_name = "N", conflicts_with_all = ["idle_connections", "startup_probe"])]
+    pub soak_connections: Option<usize>,
+    /// Soak mode: messages per second, all producers together.
+    #[arg(long, default_value_t = 5000.0, value_name = "MSG_PER_S")]
+    pub soak_rate: f64,
+    /// Soak mode: seconds between the sample lines (RSS is read every second for its
+    /// minimum and maximum).
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub soak_interval: u64,
+    /// Soak mode: after publishing stops, wait up to this many seconds for every
+    /// published message to be delivered.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub soak_drain: f64,
     /// The broker's process id, to report its resident memory (/proc/PID/status VmRSS)
     /// and CPU time.
     #[arg(long, value_name = "PID")]
@@ -123,7 +143,7 @@ pub struct Cli {
     /// consumer connection, at --rate msg/s (default 1000) for --duration seconds, and
     /// report the same latency percentiles. The relay forwards bytes and nothing else:
     /// same sockets, runtime and clock as a broker run, no AMQP work.
-    #[arg(long, conflicts_with_all = ["startup_probe", "idle_connections", "relay_listen"])]
+    #[arg(long, conflicts_with_all = ["startup_probe", "idle_connections", "relay_listen", "soak_connections"])]
     pub latency_floor: bool,
     /// Internal, for --latency-floor: be the relay. Listen on ADDR, print the port on
     /// stdout, then forward everything from the producer's connection to the
@@ -143,6 +163,27 @@ impl Cli {
             return bad("--duration must be a positive number of seconds");
         }
         if self.startup_probe || self.idle_connections.is_some() || self.relay_listen.is_some() {
+            return Ok(());
+        }
+        if let Some(n) = self.soak_connections {
+            if n == 0 {
+                return bad("--soak-connections must be at least 1");
+            }
+            if !(self.soak_rate > 0.0 && self.soak_rate.is_finite()) {
+                return bad("--soak-rate must be positive");
+            }
+            if self.soak_interval == 0 {
+                return bad("--soak-interval must be at least 1 second");
+            }
+            if !(self.soak_drain >= 0.0 && self.soak_drain.is_finite()) {
+                return bad("--soak-drain must be a non-negative number of seconds");
+            }
+            if self.confirm == Some(0) {
+                return bad("--confirm must be at least 1");
+            }
+            if self.auto_ack {
+                return bad("--soak-connections acknowledges every delivery; drop --auto-ack");
+            }
             return Ok(());
         }
         if let Some(r) = self.rate {

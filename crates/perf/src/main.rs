@@ -5,14 +5,16 @@
 //! It owns the client side of every benchmark: producers and consumers over
 //! [lapin](https://docs.rs/lapin) (one connection and channel each), publish-to-deliver
 //! latency from a timestamp in the first 8 bytes of each body, the broker's RSS and CPU
-//! from `/proc/PID`, an idle-connection mode and a start-up probe (those two use a small
-//! raw client built on `warren_codec`, see `rawconn`). It depends on the broker crates
-//! only for that codec; it talks to any broker over TCP.
+//! from `/proc/PID`, an idle-connection mode, a soak mode (thousands of consuming
+//! connections plus publishers for minutes, see `soak`) and a start-up probe (those use
+//! a small raw client built on `warren_codec`, see `rawconn`). It depends on the broker
+//! crates only for that codec; it talks to any broker over TCP.
 //!
 //! ```text
 //! warren-perf --uri amqp://guest:guest@127.0.0.1:5672/%2f -x 1 -y 1 -s 16 -a -z 10
 //! warren-perf --uri amqp://guest:guest@127.0.0.1:5672/%2f --raw -x 1 -y 1 -s 16 -a -z 10
 //! warren-perf --idle-connections 1000 --broker-pid 1234 -z 10
+//! warren-perf --soak-connections 10000 -x 4 --soak-rate 5000 -s 1024 -q 10 -c 1000 --broker-pid 1234 -z 600
 //! warren-perf --startup-probe --since-unix-ns "$(date +%s%N)"
 //! warren-perf --latency-floor --rate 1000 -z 10
 //! ```
@@ -61,6 +63,7 @@ mod idle;
 mod procfs;
 mod raw;
 mod rawconn;
+mod soak;
 mod startup;
 mod stats;
 mod throughput;
@@ -99,6 +102,7 @@ fn emit<T: Serialize>(cli: &Cli, mode: &'static str, result: Result<T, PerfError
         version: env!("CARGO_PKG_VERSION"),
         client: match mode {
             "throughput" if cli.raw => "raw (warren_codec)",
+            "soak" => "raw (warren_codec)",
             "latency-floor" => "bare TCP relay (no AMQP)",
             _ => "lapin 4",
         },
@@ -146,6 +150,18 @@ async fn run(cli: Cli) -> ExitCode {
             idle::print_summary(r);
         }
         return emit(&cli, "idle", r);
+    }
+    if let Some(n) = cli.soak_connections {
+        let r = soak::run(&cli, n).await;
+        let failed = match &r {
+            Ok(r) => {
+                soak::print_summary(r);
+                r.error_count > 0 || r.close_errors > 0 || !r.all_delivered
+            }
+            Err(_) => true,
+        };
+        let code = emit(&cli, "soak", r);
+        return if failed { ExitCode::FAILURE } else { code };
     }
     let r = throughput::run(&cli).await;
     let failed = match &r {

@@ -64,9 +64,68 @@ fn parse_stat_cpu(stat: &str) -> Option<f64> {
     Some((utime + stime) as f64 / USER_HZ)
 }
 
+/// Open file descriptors of `pid` (entries of `/proc/PID/fd`; sockets included).
+///
+/// # Errors
+/// The process does not exist or its fd directory cannot be read (another user's).
+pub fn open_fds(pid: u32) -> Result<u64, PerfError> {
+    let path = format!("/proc/{pid}/fd");
+    let dir = std::fs::read_dir(&path).map_err(|e| PerfError::Proc {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(dir.count() as u64)
+}
+
+/// The soft limit on open files of `pid`, or of this process if `None`
+/// (`/proc/PID/limits`, "Max open files"); `None` inside the result means unlimited.
+///
+/// # Errors
+/// The process does not exist or the file is not in the expected format.
+pub fn open_files_limit(pid: Option<u32>) -> Result<Option<u64>, PerfError> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/limits"),
+        None => "/proc/self/limits".to_string(),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| PerfError::Proc {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    parse_open_files_limit(&text).ok_or_else(|| PerfError::Proc {
+        path,
+        reason: "no \"Max open files\" line".into(),
+    })
+}
+
+fn parse_open_files_limit(limits: &str) -> Option<Option<u64>> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line["Max open files".len()..].split_whitespace().next()?;
+    match soft {
+        "unlimited" => Some(None),
+        n => n.parse().ok().map(Some),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_open_files_limit() {
+        let s = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                 Max processes             95339                95339                processes \n\
+                 Max open files            20000                65536                files     \n";
+        assert_eq!(parse_open_files_limit(s), Some(Some(20000)));
+        let s = "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_open_files_limit(s), Some(None));
+        assert_eq!(parse_open_files_limit("Max processes 1 1\n"), None);
+    }
+
+    #[test]
+    fn counts_own_fds_and_reads_own_limit() {
+        assert!(open_fds(std::process::id()).unwrap() >= 3);
+        assert!(open_files_limit(None).is_ok());
+    }
 
     #[test]
     fn parses_vm_rss() {

@@ -80,7 +80,10 @@ pub struct RawProducer {
     pub id: usize,
     conn: RawConnection,
     exchange: String,
-    routing_key: String,
+    /// Message k goes with routing key `routing_keys[(first + k) % len]` (one key but
+    /// for the soak mode's round robin over every queue).
+    routing_keys: Vec<String>,
+    first: usize,
 }
 
 /// A connected consumer: channel 1 is open and basic.consume-ok has arrived.
@@ -102,6 +105,33 @@ impl RawProducer {
         routing_key: &str,
         confirm: bool,
     ) -> Result<Self, PerfError> {
+        Self::open_round_robin(
+            target,
+            id,
+            exchange,
+            vec![routing_key.to_string()],
+            0,
+            confirm,
+        )
+        .await
+    }
+
+    /// [`RawProducer::open`] for a producer that cycles through `routing_keys` (at least
+    /// one), message by message, starting at index `first`.
+    ///
+    /// # Errors
+    /// As [`RawProducer::open`]; [`PerfError::Options`] if `routing_keys` is empty.
+    pub async fn open_round_robin(
+        target: &Target,
+        id: usize,
+        exchange: &str,
+        routing_keys: Vec<String>,
+        first: usize,
+        confirm: bool,
+    ) -> Result<Self, PerfError> {
+        if routing_keys.is_empty() {
+            return Err(PerfError::Options("a producer needs a routing key".into()));
+        }
         let mut conn = RawConnection::open(target, true).await?;
         if confirm {
             conn.send_method(
@@ -120,7 +150,8 @@ impl RawProducer {
             id,
             conn,
             exchange: exchange.to_string(),
-            routing_key: routing_key.to_string(),
+            routing_keys,
+            first,
         })
     }
 
@@ -230,8 +261,10 @@ impl RawProducer {
 
 /// Encodes publishes (method + content header + body frames) back to back.
 struct BatchEncoder {
-    /// The basic.publish method frame, encoded once.
-    publish_frame: BytesMut,
+    /// The basic.publish method frame of each routing key, encoded once.
+    publish_frames: Vec<BytesMut>,
+    /// Index into `publish_frames` of the next message.
+    next_frame: usize,
     /// The content header's property flags and properties.
     properties: &'static [u8],
     frame_max: u32,
@@ -244,21 +277,41 @@ struct BatchEncoder {
 
 impl BatchEncoder {
     fn new(p: &RawProducer, plan: &RawPlan) -> Self {
-        Self::with(&p.exchange, &p.routing_key, p.conn.frame_max, plan)
+        Self::with(
+            &p.exchange,
+            &p.routing_keys,
+            p.first,
+            p.conn.frame_max,
+            plan,
+        )
     }
 
-    fn with(exchange: &str, routing_key: &str, frame_max: u32, plan: &RawPlan) -> Self {
-        let mut publish_frame = BytesMut::with_capacity(64);
-        encode::method(
-            &mut publish_frame,
-            1,
-            &AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                exchange: ShortString::from(exchange),
-                routing_key: ShortString::from(routing_key),
-                mandatory: false,
-                immediate: false,
-            })),
-        );
+    /// `routing_keys` must not be empty.
+    fn with(
+        exchange: &str,
+        routing_keys: &[String],
+        first: usize,
+        frame_max: u32,
+        plan: &RawPlan,
+    ) -> Self {
+        let publish_frames: Vec<BytesMut> = routing_keys
+            .iter()
+            .map(|key| {
+                let mut frame = BytesMut::with_capacity(32 + exchange.len() + key.len());
+                encode::method(
+                    &mut frame,
+                    1,
+                    &AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                        exchange: ShortString::from(exchange),
+                        routing_key: ShortString::from(key.as_str()),
+                        mandatory: false,
+                        immediate: false,
+                    })),
+                );
+                frame
+            })
+            .collect();
+        let longest = publish_frames.iter().map(BytesMut::len).max().unwrap_or(0);
         // Property flags: bit 12 is delivery-mode, then the octet itself.
         let properties: &'static [u8] = if plan.persistent {
             &[0x10, 0x00, 2]
@@ -266,9 +319,10 @@ impl BatchEncoder {
             &encode::EMPTY_PROPERTIES
         };
         let frame_max = if frame_max == 0 { 131_072 } else { frame_max };
-        let per_message = publish_frame.len() + 8 + 14 + properties.len() + plan.size + 16;
+        let per_message = longest + 8 + 14 + properties.len() + plan.size + 16;
         BatchEncoder {
-            publish_frame,
+            next_frame: first % publish_frames.len().max(1),
+            publish_frames,
             properties,
             frame_max,
             body: vec![0u8; plan.size],
@@ -280,7 +334,9 @@ impl BatchEncoder {
     /// Appends one publish stamped `stamp` to `out`.
     fn push(&mut self, stamp: u64) {
         stamp_body(&mut self.body, stamp, self.seq);
-        self.out.extend_from_slice(&self.publish_frame);
+        self.out
+            .extend_from_slice(&self.publish_frames[self.next_frame]);
+        self.next_frame = (self.next_frame + 1) % self.publish_frames.len();
         encode::content(
             &mut self.out,
             1,
@@ -492,7 +548,7 @@ pub(crate) fn stamp_body(body: &mut [u8], stamp: u64, seq: u64) {
     body[..n].copy_from_slice(&header[..n]);
 }
 
-fn check_close(channel: u16, method: &AMQPClass) -> Result<(), PerfError> {
+pub(crate) fn check_close(channel: u16, method: &AMQPClass) -> Result<(), PerfError> {
     match method {
         AMQPClass::Connection(connection::AMQPMethod::Close(c)) => {
             Err(PerfError::Protocol(format!(
@@ -787,6 +843,36 @@ mod tests {
         assert_eq!(kinds.iter().collect::<String>(), "mhbmhbmhb");
     }
 
+    #[test]
+    fn round_robin_cycles_through_the_routing_keys_from_first() {
+        let start = Instant::now();
+        let plan = RawPlan {
+            size: 16,
+            rate: None,
+            persistent: false,
+            confirm: None,
+            auto_ack: true,
+            ack_every: 1,
+            start,
+            deadline: start,
+        };
+        let keys: Vec<String> = ["a", "b", "c"].iter().map(|k| k.to_string()).collect();
+        let mut enc = BatchEncoder::with("", &keys, 1, 131_072, &plan);
+        for _ in 0..5 {
+            enc.push(0);
+        }
+        let dec = FrameDecoder::new(131_072);
+        let mut got = String::new();
+        while let Some(f) = dec.decode(&mut enc.out).unwrap() {
+            if let Frame::Method { method, .. } = f {
+                if let AMQPClass::Basic(basic::AMQPMethod::Publish(p)) = *method {
+                    got.push_str(p.routing_key.as_str());
+                }
+            }
+        }
+        assert_eq!(got, "bcabc");
+    }
+
     /// What the fake broker saw and did.
     #[derive(Debug, Default)]
     struct BrokerLog {
@@ -900,7 +986,7 @@ mod tests {
         };
         let counters = Counters::new();
         let rec = Recorder::new();
-        let mut enc = BatchEncoder::with("", "q", 131_072, &plan);
+        let mut enc = BatchEncoder::with("", &["q".to_string()], 0, 131_072, &plan);
         let (mut rd, mut wr) = tokio::io::split(client);
         let io = ConfirmIo {
             rd: &mut rd,

@@ -256,7 +256,15 @@ impl RawConnection {
     ///
     /// # Errors
     /// Socket errors or a timeout.
-    pub async fn close(mut self) -> Result<(), PerfError> {
+    pub async fn close(self) -> Result<(), PerfError> {
+        self.close_within(Duration::from_secs(5)).await
+    }
+
+    /// Sends connection.close and waits up to `wait` for close-ok.
+    ///
+    /// # Errors
+    /// Socket errors or a timeout.
+    pub async fn close_within(mut self, wait: Duration) -> Result<(), PerfError> {
         self.send_method(
             0,
             &AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
@@ -267,7 +275,7 @@ impl RawConnection {
             })),
         )
         .await?;
-        let wait = async {
+        let until_close_ok = async {
             loop {
                 match self.next_frame().await? {
                     Some(Frame::Method { method, .. })
@@ -283,7 +291,7 @@ impl RawConnection {
                 }
             }
         };
-        tokio::time::timeout(Duration::from_secs(5), wait)
+        tokio::time::timeout(wait, until_close_ok)
             .await
             .map_err(|_| PerfError::Timeout("connection.close-ok".into()))?
     }
