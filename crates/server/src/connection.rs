@@ -867,7 +867,7 @@ impl Connection {
                 _ = tick.tick() => {
                     if heartbeat > 0 {
                         ticks += 1;
-                        if ticks % 2 == 0 {
+                        if ticks.is_multiple_of(2) {
                             // A blocked or flow-paused connection is not read, so its
                             // heartbeats are not seen (RabbitMQ pauses its monitor too).
                             // A connection whose held input is full has sent plenty.
