@@ -1558,6 +1558,17 @@ pub fn return_delivery(d: Delivery) {
     q.requeue_marked(vec![d.message], !d.no_ack, false);
 }
 
+/// RabbitMQ 3.10 refuses basic.nack and basic.reject of stream deliveries with 540.
+fn refuse_stream_nack(taken: &[(u64, Unacked)]) -> Result<(), AmqpError> {
+    match taken.iter().find(|(_, u)| u.queue.is_stream()) {
+        Some((_, u)) => Err(amqp(warren_broker::Error::NotImplemented(format!(
+            "basic.nack and basic.reject not supported by stream queues {}",
+            u.queue.display_name()
+        )))),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::check_expiration;
@@ -1578,16 +1589,5 @@ mod tests {
             check_expiration("10x").unwrap_err().text,
             "PRECONDITION_FAILED - invalid expiration '10x': {leftover_string,\"x\"}"
         );
-    }
-}
-
-/// RabbitMQ 3.10 refuses basic.nack and basic.reject of stream deliveries with 540.
-fn refuse_stream_nack(taken: &[(u64, Unacked)]) -> Result<(), AmqpError> {
-    match taken.iter().find(|(_, u)| u.queue.is_stream()) {
-        Some((_, u)) => Err(amqp(warren_broker::Error::NotImplemented(format!(
-            "basic.nack and basic.reject not supported by stream queues {}",
-            u.queue.display_name()
-        )))),
-        None => Ok(()),
     }
 }
