@@ -28,7 +28,7 @@ if [ -n "${BROKER_URI:-}" ]; then
   data=${BROKER_DATA:?set BROKER_DATA to the data directory of the broker}
   trap 'kill ${sampler:-0} 2>/dev/null || true; rm -f "$log" "$samples"' EXIT
 else
-  ./target/release/warren --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --prometheus-listen 127.0.0.1:0 --data-dir "$data" >"$log" 2>&1 &
+  ./target/release/warren --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --prometheus-listen 127.0.0.1:0 --stream-listen 127.0.0.1:0 --data-dir "$data" >"$log" 2>&1 &
   pid=$!
   for _ in $(seq 1 6000); do
     addr=$(sed -n 's/.*AMQP listener on \([0-9.]*:[0-9]*\).*/\1/p' "$log" | head -n1)

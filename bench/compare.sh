@@ -93,7 +93,7 @@ WARREN_CRASHES=()
 warren_start() {
     WARREN_DIR=$(mktemp -d /tmp/warren-compare.XXXXXX)
     # Run from the temporary directory so no ./config.toml is picked up: defaults only.
-    (cd "$WARREN_DIR" && NO_COLOR=1 exec "$WARREN" --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --prometheus-listen 127.0.0.1:0 \
+    (cd "$WARREN_DIR" && NO_COLOR=1 exec "$WARREN" --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --prometheus-listen 127.0.0.1:0 --stream-listen 127.0.0.1:0 \
         --data-dir "$WARREN_DIR/data" >"$WARREN_DIR/log" 2>&1) &
     WARREN_PID=$!
     local addr=

@@ -16,7 +16,7 @@ log=$(mktemp)
 trap 'kill -9 ${pid:-0} 2>/dev/null || true; rm -rf "$data" "$log"' EXIT
 
 start() {
-  ./target/release/warren --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --prometheus-listen 127.0.0.1:0 --data-dir "$data" >"$log" 2>&1 &
+  ./target/release/warren --listen 127.0.0.1:0 --management-listen 127.0.0.1:0 --prometheus-listen 127.0.0.1:0 --stream-listen 127.0.0.1:0 --data-dir "$data" >"$log" 2>&1 &
   pid=$!
   for _ in $(seq 1 6000); do
     addr=$(sed -n 's/.*AMQP listener on \([0-9.]*:[0-9]*\).*/\1/p' "$log" | head -n1)

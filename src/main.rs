@@ -42,6 +42,9 @@ struct Cli {
     /// Prometheus metrics listener, e.g. 127.0.0.1:15692 (overrides the config file).
     #[arg(long, value_name = "ADDR:PORT")]
     prometheus_listen: Option<std::net::SocketAddr>,
+    /// Stream protocol listener, e.g. [::]:5552 (overrides `[stream] listen`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    stream_listen: Option<std::net::SocketAddr>,
     /// A RabbitMQ definitions file (JSON) imported at start: users, vhosts, permissions,
     /// topic permissions, limits (overrides `load_definitions`).
     #[arg(long, value_name = "FILE")]
@@ -110,6 +113,10 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
     }
     if let Some(addr) = cli.management_tls_listen {
         config.management.tls_listen = Some(addr);
+    }
+    if let Some(addr) = cli.stream_listen {
+        config.stream.listen = addr;
+        config.stream.enabled = true;
     }
     if let Some(addr) = cli.prometheus_listen {
         config.prometheus.listen = addr;
@@ -421,6 +428,21 @@ fn serve(config: Config, node: String, strict_node: bool, ignored: Vec<String>) 
             }
             _ => None,
         };
+        // The stream protocol listener. Like RabbitMQ's stream plugin it is an extra: a
+        // port already in use is reported and the broker runs without it.
+        let stream = if server.admin().config().stream.enabled {
+            let listen = server.admin().config().stream.listen;
+            match warren_stream::start(server.admin(), listen).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(error = %e, %listen, "cannot start the stream protocol listener");
+                    eprintln!("warren: cannot listen on {listen} (stream protocol): {e}; running without it");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let metrics = if server.admin().config().prometheus.enabled {
             let listen = server.admin().config().prometheus.listen;
             match warren_management::metrics::start(server.admin(), listen).await {
@@ -502,6 +524,7 @@ fn serve(config: Config, node: String, strict_node: bool, ignored: Vec<String>) 
             Some(()) = stop_rx.recv() => tracing::info!("stop requested by rabbitmqctl"),
         }
         drop(control);
+        drop(stream);
         drop(metrics);
         drop(management_tls);
         drop(management);

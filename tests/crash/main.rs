@@ -78,6 +78,8 @@ impl Broker {
                 "127.0.0.1:0",
                 "--prometheus-listen",
                 "127.0.0.1:0",
+                "--stream-listen",
+                "127.0.0.1:0",
                 "--data-dir",
             ])
             .arg(dir)
@@ -1046,6 +1048,8 @@ async fn issue_10_users_and_permissions_survive_kill_9() {
             "--management-listen",
             "127.0.0.1:0",
             "--prometheus-listen",
+            "127.0.0.1:0",
+            "--stream-listen",
             "127.0.0.1:0",
             "--data-dir",
         ])

@@ -98,6 +98,8 @@ fn spawn(dir: &Path, config: &Path) -> Child {
             "127.0.0.1:0",
             "--prometheus-listen",
             "127.0.0.1:0",
+            "--stream-listen",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(dir.join("data"))
@@ -203,6 +205,8 @@ async fn missing_config_file_is_an_error_not_a_silent_default() {
             "--management-listen",
             "127.0.0.1:0",
             "--prometheus-listen",
+            "127.0.0.1:0",
+            "--stream-listen",
             "127.0.0.1:0",
             "--data-dir",
         ])

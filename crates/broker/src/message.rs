@@ -277,6 +277,26 @@ impl Message {
         }
     }
 
+    /// A copy without header `name` (the raw properties re-encoded), or `None` when it
+    /// has no such header.
+    pub fn without_header(&self, name: &str) -> Option<Message> {
+        let mut inner = self.headers()?.inner().clone();
+        inner.remove(name)?;
+        let properties = self.full_properties().with_headers(FieldTable::from(inner));
+        let raw = gen_properties(&properties)(WriteContext::from(Vec::new()))
+            .map(|c| Bytes::from(c.write))
+            .ok()?;
+        let props = scan_properties(&raw).map(|s| s.props).unwrap_or_default();
+        Some(Message {
+            exchange: self.exchange.clone(),
+            routing_key: self.routing_key.clone(),
+            raw_properties: raw,
+            properties: props,
+            body: self.body.clone(),
+            bcc: self.bcc.clone(),
+        })
+    }
+
     /// A text header's value.
     pub fn text_header(&self, name: &str) -> Option<String> {
         match self.headers()?.inner().get(name)? {

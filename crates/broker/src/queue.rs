@@ -176,10 +176,22 @@ struct State {
 }
 
 /// What a stream queue holds besides what every queue has.
-#[derive(Debug)]
 struct StreamState {
     log: StreamLog,
     readers: Vec<Reader>,
+    /// Called after every append (stream-protocol subscribers waiting for data).
+    listeners: Vec<(u64, Arc<dyn Fn() + Send + Sync>)>,
+    next_listener: u64,
+}
+
+impl std::fmt::Debug for StreamState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamState")
+            .field("log", &self.log)
+            .field("readers", &self.readers)
+            .field("listeners", &self.listeners.len())
+            .finish()
+    }
 }
 
 /// A stream consumer's position.
@@ -376,6 +388,8 @@ impl Queue {
         let stream = Box::new(StreamState {
             log,
             readers: Vec::new(),
+            listeners: Vec::new(),
+            next_listener: 0,
         });
         Self::build(spec, Box::new(MemoryStore::new(1)), Some(stream), vhost_ref)
     }
@@ -622,6 +636,9 @@ impl Queue {
             return Ok(Published::default());
         };
         let (_, sync) = s.log.append(message, now)?;
+        for (_, wake) in &s.listeners {
+            wake();
+        }
         st.stats.publish += 1;
         self.dispatch_stream(st, now);
         if sync.is_some() {
@@ -632,6 +649,30 @@ impl Queue {
             rejected: false,
             pressure: false,
         })
+    }
+
+    /// Runs `f` on the stream's log (`None` for other queues), under the queue's lock.
+    pub fn with_stream_log<T>(&self, f: impl FnOnce(&mut StreamLog) -> T) -> Option<T> {
+        let mut st = self.lock();
+        st.stream.as_mut().map(|s| f(&mut s.log))
+    }
+
+    /// Calls `wake` after every append to this stream until [`Queue::stream_unlisten`];
+    /// `wake` runs under the queue's lock and must only signal. Returns its handle.
+    pub fn stream_listen(&self, wake: Arc<dyn Fn() + Send + Sync>) -> Option<u64> {
+        let mut st = self.lock();
+        let s = st.stream.as_mut()?;
+        s.next_listener += 1;
+        let id = s.next_listener;
+        s.listeners.push((id, wake));
+        Some(id)
+    }
+
+    /// Removes a listener added by [`Queue::stream_listen`].
+    pub fn stream_unlisten(&self, id: u64) {
+        if let Some(s) = self.lock().stream.as_mut() {
+            s.listeners.retain(|(i, _)| *i != id);
+        }
     }
 
     /// Hands each stream consumer what it has credit for, from its own position.
@@ -1063,6 +1104,7 @@ impl Queue {
                 // What was appended since the last tick forms a chunk; old segments go.
                 s.log.close_chunk();
                 s.log.retain(now);
+                s.log.save_tracking();
             }
             self.expire_locked(&mut st, now);
             // Persistent messages published without confirms reach the OS within a tick.

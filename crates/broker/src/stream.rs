@@ -314,6 +314,77 @@ pub struct StreamLog {
     next: u64,
     /// Bytes of all segments.
     bytes: u64,
+    /// Server-side tracking (stream protocol): the last publishing id per publisher
+    /// reference, and the stored offset per consumer reference.
+    tracking: Tracking,
+}
+
+/// What the stream protocol's clients ask the server to remember, kept in the stream's
+/// directory (`tracking`, rewritten atomically when it changed, at most once a tick).
+#[derive(Debug, Default)]
+struct Tracking {
+    writers: std::collections::HashMap<String, u64>,
+    offsets: std::collections::HashMap<String, u64>,
+    dirty: bool,
+}
+
+impl Tracking {
+    fn load(dir: &Path) -> Self {
+        let mut t = Tracking::default();
+        let Ok(text) = fs::read_to_string(dir.join("tracking")) else {
+            return t;
+        };
+        for line in text.lines() {
+            let mut parts = line.splitn(3, ' ');
+            let (Some(kind), Some(value), Some(hex)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let (Ok(value), Some(name)) = (value.parse::<u64>(), unhex(hex)) else {
+                continue;
+            };
+            match kind {
+                "w" => {
+                    t.writers.insert(name, value);
+                }
+                "o" => {
+                    t.offsets.insert(name, value);
+                }
+                _ => {}
+            }
+        }
+        t
+    }
+
+    fn save(&mut self, dir: &Path) {
+        if !self.dirty {
+            return;
+        }
+        let mut text = String::new();
+        for (kind, map) in [("w", &self.writers), ("o", &self.offsets)] {
+            for (name, value) in map {
+                let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+                text.push_str(&format!("{kind} {value} {hex}\n"));
+            }
+        }
+        let tmp = dir.join("tracking.tmp");
+        let done = fs::write(&tmp, text).and_then(|()| fs::rename(&tmp, dir.join("tracking")));
+        match done {
+            Ok(()) => self.dirty = false,
+            Err(e) => tracing::error!(dir = %dir.display(), error = %e, "cannot write stream tracking"),
+        }
+    }
+}
+
+fn unhex(s: &str) -> Option<String> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
 }
 
 fn seg_path(dir: &Path, n: u32) -> PathBuf {
@@ -342,6 +413,7 @@ impl StreamLog {
             first: 0,
             next: 0,
             bytes: 0,
+            tracking: Tracking::default(),
         }
     }
 
@@ -371,6 +443,7 @@ impl StreamLog {
             first: 0,
             next: 0,
             bytes: 0,
+            tracking: Tracking::load(dir),
         };
         let mut first = None;
         for &n in &numbers {
@@ -782,6 +855,77 @@ impl StreamLog {
         self.cached.push_back(first);
         self.evict();
         Ok(entries)
+    }
+
+    /// The last publishing id recorded for a publisher reference (stream protocol).
+    pub fn writer_sequence(&self, reference: &str) -> Option<u64> {
+        self.tracking.writers.get(reference).copied()
+    }
+
+    /// Records a publisher reference's last publishing id.
+    pub fn set_writer_sequence(&mut self, reference: &str, id: u64) {
+        self.tracking.writers.insert(reference.to_string(), id);
+        self.tracking.dirty = true;
+    }
+
+    /// The offset stored for a consumer reference (stream protocol).
+    pub fn stored_offset(&self, reference: &str) -> Option<u64> {
+        self.tracking.offsets.get(reference).copied()
+    }
+
+    /// Stores a consumer reference's offset.
+    pub fn store_offset(&mut self, reference: &str, offset: u64) {
+        self.tracking.offsets.insert(reference.to_string(), offset);
+        self.tracking.dirty = true;
+    }
+
+    /// Writes the tracking file if it changed.
+    pub fn save_tracking(&mut self) {
+        if let Some(dir) = self.dir.clone() {
+            self.tracking.save(&dir);
+        }
+    }
+
+    /// The entries from `offset` to the end of its chunk (or of the first later chunk
+    /// `filter` may match), with that chunk's timestamp; `None` when nothing is there
+    /// yet. A stream-protocol subscriber receives them as one chunk.
+    ///
+    /// # Errors
+    /// A segment file could not be read.
+    pub fn read_chunk(
+        &mut self,
+        offset: u64,
+        filter: Option<&FilterSpec>,
+    ) -> io::Result<Option<Vec<Entry>>> {
+        let mut offset = offset.max(self.first);
+        loop {
+            if offset >= self.next {
+                return Ok(None);
+            }
+            let entries = match self.chunk_index(offset) {
+                Some(i) => {
+                    let c = &self.chunks[i];
+                    if filter.is_some_and(|f| !c.matches(f)) {
+                        offset = c.end();
+                        continue;
+                    }
+                    self.load(i)?
+                }
+                None => match &self.open {
+                    Some((c, entries, _)) if c.first <= offset => {
+                        if filter.is_some_and(|f| !c.matches(f)) {
+                            return Ok(None);
+                        }
+                        let at = (offset - c.first) as usize;
+                        return Ok(Some(entries.get(at..).unwrap_or_default().to_vec()));
+                    }
+                    _ => return Ok(None),
+                },
+            };
+            let first = entries.first().map_or(offset, |e| e.offset);
+            let at = offset.saturating_sub(first) as usize;
+            return Ok(Some(entries.get(at..).unwrap_or_default().to_vec()));
+        }
     }
 
     /// Writes buffered records to the OS.

@@ -1,0 +1,1018 @@
+//! The stream protocol listener and its connections.
+//!
+//! One task per connection reads frames, answers them, and writes deliveries and
+//! publish confirms. Publishing appends to the stream queue through the engine (the
+//! same `Queue::publish` as AMQP 0-9-1) and confirms after the segment file's
+//! group-commit sync. A subscription is a position in the stream and a credit (in
+//! chunks); the stream wakes the connection after each append, and the connection reads
+//! from the log and sends each chunk as an osiris chunk of AMQP 1.0 messages.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amq_protocol::types::{AMQPValue, FieldTable};
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::{debug, info, warn};
+use warren_broker::access::{Grant, Resource};
+use warren_broker::stream::{FilterSpec, OffsetSpec};
+use warren_broker::{Message, Queue, VHost};
+use warren_server::admin::Admin;
+use warren_server::auth;
+
+use crate::amqp10;
+use crate::protocol::{code, key, Malformed, Reader, Writer};
+
+/// Frames larger than this are refused before `open` (RabbitMQ's default).
+const INITIAL_FRAME_MAX: u32 = 8192;
+/// The frame_max the server proposes in `tune`.
+const FRAME_MAX: u32 = 1_048_576;
+/// The heartbeat (seconds) the server proposes in `tune`.
+const HEARTBEAT: u32 = 60;
+/// The engine's connection id for stream-protocol work (stream queues are never
+/// exclusive, so it never matters whose they are).
+const STREAM_CONNECTION: u64 = 0;
+/// The header the engine adds to every stream message for AMQP 0-9-1 consumers; stream
+/// clients get offsets from the chunk instead.
+const OFFSET_HEADER: &str = "x-stream-offset";
+
+/// A running stream listener; dropping it stops accepting.
+#[derive(Debug)]
+pub struct Running {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+impl Running {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting and closes the open connections.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// What every connection needs.
+struct Shared {
+    admin: Admin,
+    host: String,
+    port: u16,
+}
+
+/// Binds `listen` and serves the stream protocol.
+///
+/// # Errors
+/// The address cannot be bound.
+pub async fn start(admin: Admin, listen: SocketAddr) -> std::io::Result<Running> {
+    let listener = warren_server::bind(listen)?;
+    let local_addr = listener.local_addr()?;
+    let cfg = admin.config().stream.clone();
+    let host = if !cfg.advertised_host.is_empty() {
+        cfg.advertised_host.clone()
+    } else if local_addr.ip().is_unspecified() {
+        "localhost".to_string()
+    } else {
+        local_addr.ip().to_string()
+    };
+    let port = if cfg.advertised_port != 0 {
+        cfg.advertised_port
+    } else {
+        local_addr.port()
+    };
+    let shared = Arc::new(Shared { admin, host, port });
+    let (stop, mut stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((socket, peer)) => {
+                        let shared = shared.clone();
+                        let stopped = stopped.clone();
+                        tokio::spawn(async move { connection(socket, peer, shared, stopped).await });
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "stream listener: accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = stopped.changed() => break,
+            }
+        }
+    });
+    info!(address = %local_addr, "stream protocol listener started on port {}", local_addr.port());
+    Ok(Running { local_addr, stop })
+}
+
+/// A publisher declared on the connection.
+struct Publisher {
+    queue: Arc<Queue>,
+    reference: Option<String>,
+}
+
+/// A subscription: where it is in its stream and how many chunks it may still receive.
+struct Subscription {
+    queue: Arc<Queue>,
+    next: u64,
+    credit: u32,
+    filter: Option<FilterSpec>,
+    listener: u64,
+}
+
+/// Completions from the group-commit thread.
+enum Event {
+    Confirmed {
+        publisher: u8,
+        ids: Vec<u64>,
+        ok: bool,
+    },
+}
+
+/// Why a connection ends.
+enum End {
+    /// The socket closed or failed.
+    Gone(String),
+    /// The client sent something that ends the connection; tell it why.
+    Close(u16, String),
+    /// The client closed (answered).
+    Closed,
+}
+
+impl From<Malformed> for End {
+    fn from(_: Malformed) -> Self {
+        End::Close(code::UNKNOWN_FRAME, "malformed frame".into())
+    }
+}
+
+impl From<std::io::Error> for End {
+    fn from(e: std::io::Error) -> Self {
+        End::Gone(e.to_string())
+    }
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    out: OwnedWriteHalf,
+    user: Option<String>,
+    vhost: Option<Arc<VHost>>,
+    grant: Option<Arc<Grant>>,
+    _slot: Option<warren_broker::access::ConnectionSlot>,
+    frame_max: u32,
+    heartbeat: u32,
+    publishers: HashMap<u8, Publisher>,
+    subscriptions: HashMap<u8, Subscription>,
+    events: mpsc::UnboundedSender<Event>,
+    wake: Arc<Notify>,
+    last_write: Instant,
+}
+
+async fn connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let _ = socket.set_nodelay(true);
+    let (mut rd, out) = socket.into_split();
+    let (events, mut inbox) = mpsc::unbounded_channel();
+    let mut conn = Conn {
+        shared,
+        peer,
+        out,
+        user: None,
+        vhost: None,
+        grant: None,
+        _slot: None,
+        frame_max: INITIAL_FRAME_MAX,
+        heartbeat: 0,
+        publishers: HashMap::new(),
+        subscriptions: HashMap::new(),
+        events,
+        wake: Arc::new(Notify::new()),
+        last_write: Instant::now(),
+    };
+    let handshake_limit = Duration::from_secs(
+        conn.shared
+            .admin
+            .config()
+            .limits
+            .handshake_timeout_secs
+            .max(1),
+    );
+    let opened_by = Instant::now() + handshake_limit;
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut last_read = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let end = loop {
+        let wake = conn.wake.clone();
+        tokio::select! {
+            r = read_frame(&mut rd, &mut buf, conn.frame_max) => match r {
+                Ok(frame) => {
+                    last_read = Instant::now();
+                    match conn.frame(&frame).await {
+                        Ok(()) => {}
+                        Err(e) => break e,
+                    }
+                }
+                Err(e) => break e,
+            },
+            Some(ev) = inbox.recv() => {
+                if let Err(e) = conn.event(ev).await {
+                    break e;
+                }
+            }
+            _ = wake.notified() => {
+                if let Err(e) = conn.deliver_all().await {
+                    break e;
+                }
+            }
+            _ = tick.tick() => {
+                if conn.vhost.is_none() && Instant::now() > opened_by {
+                    break End::Gone("handshake not completed in time".into());
+                }
+                if conn.heartbeat > 0 {
+                    let hb = Duration::from_secs(u64::from(conn.heartbeat));
+                    if last_read.elapsed() > hb * 2 {
+                        break End::Gone("missed heartbeats from client".into());
+                    }
+                    if conn.last_write.elapsed() >= hb {
+                        let w = Writer::command(key::HEARTBEAT, 1);
+                        if let Err(e) = conn.send(w.finish()).await {
+                            break e;
+                        }
+                    }
+                }
+            }
+            _ = stopped.changed() => break End::Close(code::OK, "broker shutdown".into()),
+        }
+    };
+    match end {
+        End::Close(c, reason) => {
+            let mut w = Writer::command(key::CLOSE, 1);
+            w.u32(0).u16(c).str(&reason);
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.send(w.finish())).await;
+            debug!(peer = %peer, code = c, %reason, "stream connection closed by the server");
+        }
+        End::Gone(why) => debug!(peer = %peer, %why, "stream connection ended"),
+        End::Closed => debug!(peer = %peer, "stream connection closed by the client"),
+    }
+    for (_, s) in conn.subscriptions.drain() {
+        s.queue.stream_unlisten(s.listener);
+    }
+    let _ = conn.out.shutdown().await;
+}
+
+/// Reads one frame (without its size) into `buf`.
+async fn read_frame(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut Vec<u8>,
+    frame_max: u32,
+) -> Result<Vec<u8>, End> {
+    let size = match rd.read_u32().await {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(End::Gone("client closed the socket".into()))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if frame_max != 0 && size > frame_max {
+        return Err(End::Close(code::FRAME_TOO_LARGE, "frame too large".into()));
+    }
+    buf.resize(size as usize, 0);
+    rd.read_exact(buf).await?;
+    Ok(std::mem::take(buf))
+}
+
+/// The AMQP 1.0 encoding of a stored message, as a stream client receives it.
+fn wire_message(m: &Message) -> Vec<u8> {
+    let plain;
+    let m = match m.without_header(OFFSET_HEADER) {
+        Some(stripped) => {
+            plain = stripped;
+            &plain
+        }
+        None => m,
+    };
+    amqp10::encode(&amqp10::from_amqp091(m))
+}
+
+impl Conn {
+    async fn send(&mut self, frame: Vec<u8>) -> Result<(), End> {
+        self.out.write_all(&frame).await?;
+        self.last_write = Instant::now();
+        Ok(())
+    }
+
+    async fn respond(&mut self, k: u16, correlation: u32, c: u16) -> Result<(), End> {
+        self.send(Writer::response(k, correlation, c).finish())
+            .await
+    }
+
+    fn opened(&self) -> Result<(&Arc<VHost>, &Arc<Grant>), End> {
+        match (&self.vhost, &self.grant) {
+            (Some(v), Some(g)) => Ok((v, g)),
+            _ => Err(End::Close(
+                code::UNKNOWN_FRAME,
+                "command before the connection was opened".into(),
+            )),
+        }
+    }
+
+    /// The stream queue `name` of the connection's vhost.
+    fn stream(&self, name: &str) -> Option<Arc<Queue>> {
+        let v = self.vhost.as_ref()?;
+        v.queue(name, STREAM_CONNECTION)
+            .ok()
+            .filter(|q| q.is_stream())
+    }
+
+    async fn frame(&mut self, frame: &[u8]) -> Result<(), End> {
+        let mut r = Reader::new(frame);
+        let k = r.u16()?;
+        let version = r.u16()?;
+        match k & !key::RESPONSE {
+            key::PEER_PROPERTIES => self.peer_properties(&mut r).await,
+            key::SASL_HANDSHAKE => self.sasl_handshake(&mut r).await,
+            key::SASL_AUTHENTICATE => self.sasl_authenticate(&mut r).await,
+            key::TUNE => {
+                let frame_max = r.u32()?;
+                let heartbeat = r.u32()?;
+                self.frame_max = if frame_max == 0 {
+                    FRAME_MAX
+                } else {
+                    frame_max.min(FRAME_MAX)
+                };
+                self.heartbeat = heartbeat.min(HEARTBEAT);
+                Ok(())
+            }
+            key::OPEN => self.open(&mut r).await,
+            key::CLOSE => {
+                let correlation = r.u32()?;
+                self.respond(key::CLOSE, correlation, code::OK).await?;
+                Err(End::Closed)
+            }
+            key::HEARTBEAT => Ok(()),
+            _ if k & key::RESPONSE != 0 => Ok(()),
+            _ if self.vhost.is_none() => Err(End::Close(
+                code::UNKNOWN_FRAME,
+                "command before the connection was opened".into(),
+            )),
+            key::DECLARE_PUBLISHER => self.declare_publisher(&mut r).await,
+            key::PUBLISH => self.publish(&mut r, version).await,
+            key::QUERY_PUBLISHER_SEQUENCE => self.query_publisher_sequence(&mut r).await,
+            key::DELETE_PUBLISHER => {
+                let correlation = r.u32()?;
+                let id = r.u8()?;
+                let c = if self.publishers.remove(&id).is_some() {
+                    code::OK
+                } else {
+                    code::PUBLISHER_DOES_NOT_EXIST
+                };
+                self.respond(key::DELETE_PUBLISHER, correlation, c).await
+            }
+            key::SUBSCRIBE => self.subscribe(&mut r).await,
+            key::CREDIT => {
+                let id = r.u8()?;
+                let credit = r.u16()?;
+                match self.subscriptions.get_mut(&id) {
+                    Some(s) => {
+                        s.credit = s.credit.saturating_add(u32::from(credit));
+                        self.deliver_all().await
+                    }
+                    None => {
+                        let mut w = Writer::command(key::CREDIT | key::RESPONSE, 1);
+                        w.u16(code::SUBSCRIPTION_ID_DOES_NOT_EXIST).u8(id);
+                        self.send(w.finish()).await
+                    }
+                }
+            }
+            key::STORE_OFFSET => {
+                let reference = r.str()?;
+                let stream = r.str()?;
+                let offset = r.u64()?;
+                if let Some(q) = self.stream(&stream) {
+                    q.with_stream_log(|l| l.store_offset(&reference, offset));
+                }
+                Ok(())
+            }
+            key::QUERY_OFFSET => {
+                let correlation = r.u32()?;
+                let reference = r.str()?;
+                let stream = r.str()?;
+                let found = self
+                    .stream(&stream)
+                    .map(|q| q.with_stream_log(|l| l.stored_offset(&reference)).flatten());
+                let (c, offset) = match found {
+                    None => (code::STREAM_DOES_NOT_EXIST, 0),
+                    Some(None) => (code::NO_OFFSET, 0),
+                    Some(Some(o)) => (code::OK, o),
+                };
+                let mut w = Writer::response(key::QUERY_OFFSET, correlation, c);
+                w.u64(offset);
+                self.send(w.finish()).await
+            }
+            key::UNSUBSCRIBE => {
+                let correlation = r.u32()?;
+                let id = r.u8()?;
+                let c = match self.subscriptions.remove(&id) {
+                    Some(s) => {
+                        s.queue.stream_unlisten(s.listener);
+                        code::OK
+                    }
+                    None => code::SUBSCRIPTION_ID_DOES_NOT_EXIST,
+                };
+                self.respond(key::UNSUBSCRIBE, correlation, c).await
+            }
+            key::CREATE => self.create(&mut r).await,
+            key::DELETE => self.delete(&mut r).await,
+            key::METADATA => self.metadata(&mut r).await,
+            key::EXCHANGE_COMMAND_VERSIONS => {
+                let correlation = r.u32()?;
+                let mut w = Writer::response(key::EXCHANGE_COMMAND_VERSIONS, correlation, code::OK);
+                let ours: &[(u16, u16, u16)] = &[
+                    (key::DECLARE_PUBLISHER, 1, 1),
+                    (key::PUBLISH, 1, 2),
+                    (key::QUERY_PUBLISHER_SEQUENCE, 1, 1),
+                    (key::DELETE_PUBLISHER, 1, 1),
+                    (key::SUBSCRIBE, 1, 1),
+                    (key::DELIVER, 1, 1),
+                    (key::CREDIT, 1, 1),
+                    (key::STORE_OFFSET, 1, 1),
+                    (key::QUERY_OFFSET, 1, 1),
+                    (key::UNSUBSCRIBE, 1, 1),
+                    (key::CREATE, 1, 1),
+                    (key::DELETE, 1, 1),
+                    (key::METADATA, 1, 1),
+                    (key::CLOSE, 1, 1),
+                    (key::HEARTBEAT, 1, 1),
+                    (key::EXCHANGE_COMMAND_VERSIONS, 1, 1),
+                    (key::STREAM_STATS, 1, 1),
+                ];
+                w.u32(ours.len() as u32);
+                for (k, min, max) in ours {
+                    w.u16(*k).u16(*min).u16(*max);
+                }
+                self.send(w.finish()).await
+            }
+            key::STREAM_STATS => {
+                let correlation = r.u32()?;
+                let stream = r.str()?;
+                match self.stream(&stream) {
+                    Some(q) => {
+                        let (first, next) = q
+                            .with_stream_log(|l| (l.first_offset(), l.next_offset()))
+                            .unwrap_or((0, 0));
+                        let committed = next.checked_sub(1).map_or(-1, |o| o as i64);
+                        let mut w = Writer::response(key::STREAM_STATS, correlation, code::OK);
+                        w.u32(3);
+                        w.str("first_chunk_id")
+                            .i64(if next > first { first as i64 } else { -1 });
+                        w.str("committed_chunk_id").i64(committed);
+                        w.str("committed_offset").i64(committed);
+                        self.send(w.finish()).await
+                    }
+                    None => {
+                        let mut w = Writer::response(
+                            key::STREAM_STATS,
+                            correlation,
+                            code::STREAM_DOES_NOT_EXIST,
+                        );
+                        w.u32(0);
+                        self.send(w.finish()).await
+                    }
+                }
+            }
+            key::ROUTE | key::PARTITIONS => {
+                // Super streams are not implemented: no such super stream.
+                let correlation = r.u32()?;
+                let mut w = Writer::response(k, correlation, code::STREAM_DOES_NOT_EXIST);
+                w.u32(0);
+                self.send(w.finish()).await
+            }
+            _ => Err(End::Close(
+                code::UNKNOWN_FRAME,
+                format!("unknown command {k:#06x}"),
+            )),
+        }
+    }
+
+    async fn peer_properties(&mut self, r: &mut Reader<'_>) -> Result<(), End> {
+        let correlation = r.u32()?;
+        let _client = r.map()?;
+        let id = self.shared.admin.config().identity.resolved();
+        let props = vec![
+            ("product".to_string(), id.product),
+            ("version".to_string(), id.version),
+            ("platform".to_string(), id.platform),
+            ("copyright".to_string(), id.copyright),
+            ("information".to_string(), id.information),
+            ("cluster_name".to_string(), id.cluster_name),
+        ];
+        let mut w = Writer::response(key::PEER_PROPERTIES, correlation, code::OK);
+        w.map(&props);
+        self.send(w.finish()).await
+    }
+
+    async fn sasl_handshake(&mut self, r: &mut Reader<'_>) -> Result<(), End> {
+        let correlation = r.u32()?;
+        let peer = auth::Peer {
+            ip: self.peer.ip(),
+            cert: None,
+        };
+        let mechanisms = auth::mechanisms(&self.shared.admin.config().auth, peer);
+        let mut w = Writer::response(key::SASL_HANDSHAKE, correlation, code::OK);
+        w.u32(mechanisms.len() as u32);
+        for m in mechanisms {
+            w.str(m);
+        }
+        self.send(w.finish()).await
+    }
+
+    async fn sasl_authenticate(&mut self, r: &mut Reader<'_>) -> Result<(), End> {
+        let correlation = r.u32()?;
+        let mechanism = r.str()?;
+        let response = r.bytes()?;
+        let peer = auth::Peer {
+            ip: self.peer.ip(),
+            cert: None,
+        };
+        let admin = &self.shared.admin;
+        match auth::authenticate(
+            &admin.config().auth,
+            admin.access(),
+            &mechanism,
+            response,
+            peer,
+        ) {
+            Ok(user) => {
+                self.user = Some(user);
+                self.respond(key::SASL_AUTHENTICATE, correlation, code::OK)
+                    .await?;
+                let mut w = Writer::command(key::TUNE, 1);
+                w.u32(FRAME_MAX).u32(HEARTBEAT);
+                self.send(w.finish()).await
+            }
+            Err(e) => {
+                let c = match &e {
+                    auth::AuthError::UnknownMechanism(_) => code::SASL_MECHANISM_NOT_SUPPORTED,
+                    auth::AuthError::Malformed(_) => code::SASL_ERROR,
+                    auth::AuthError::Refused { why, .. } if why.contains("loopback") => {
+                        code::AUTHENTICATION_FAILURE_LOOPBACK
+                    }
+                    auth::AuthError::Refused { .. } => code::AUTHENTICATION_FAILURE,
+                };
+                warn!(peer = %self.peer, "stream protocol: authentication failed");
+                self.respond(key::SASL_AUTHENTICATE, correlation, c).await?;
+                Err(End::Gone("authentication failed".into()))
+            }
+        }
+    }
+
+    async fn open(&mut self, r: &mut Reader<'_>) -> Result<(), End> {
+        let correlation = r.u32()?;
+        let vhost_name = r.str()?;
+        let Some(user) = self.user.clone() else {
+            return Err(End::Close(
+                code::AUTHENTICATION_FAILURE,
+                "open before authentication".into(),
+            ));
+        };
+        let broker = self.shared.admin.broker().clone();
+        let access = broker.access().clone();
+        let vhost = broker.vhost(&vhost_name).filter(|v| !v.is_deleted());
+        let grant = access.grant(&user, &vhost_name, None);
+        let slot = access.open_connection(&user, &vhost_name).ok();
+        match (vhost, grant, slot) {
+            (Some(v), Some(g), Some(slot)) => {
+                self.vhost = Some(v);
+                self.grant = Some(Arc::new(g));
+                self._slot = Some(slot);
+                let props = vec![
+                    ("advertised_host".to_string(), self.shared.host.clone()),
+                    ("advertised_port".to_string(), self.shared.port.to_string()),
+                ];
+                let mut w = Writer::response(key::OPEN, correlation, code::OK);
+                w.map(&props);
+                info!(%user, vhost = %vhost_name, peer = %self.peer, "stream connection opened");
+                self.send(w.finish()).await
+            }
+            _ => {
+                self.respond(key::OPEN, correlation, code::VIRTUAL_HOST_ACCESS_FAILURE)
+                    .await?;
+                Err(End::Gone("virtual host access failure".into()))
+            }
+        }
+    }
+
+    async fn declare_publisher(&mut self, r: &mut Reader<'_>) -> Result<(), End> {
+        let correlation = r.u32()?;
+        let id = r.u8()?;
+        let reference = r.string()?.filter(|s| !s.is_empty());
+        let stream = r.str()?;
+        let (_, grant) = self.opened()?;
+        if grant.check_write(Resource::Queue, &stream).is_err() {
+            return self
+                .respond(key::DECLARE_PUBLISHER, correlation, code::ACCESS_REFUSED)
+                .await;
+        }
+        let c = match self.stream(&stream) {
+            None => code::STREAM_DOES_NOT_EXIST,
+            Some(_) if self.publishers.contains_key(&id) => code::PRECONDITION_FAILED,
+            Some(queue) => {
+                self.publishers.insert(id, Publisher { queue, reference });
+                code::OK
+            }
+        };
+        self.respond(key::DECLARE_PUBLISHER, correlation, c).await
+    }
+
+    async fn publish(&mut self, r: &mut Reader<'_>, version: u16) -> Result<(), End> {
+        let id = r.u8()?;
+        let n = r.count(12)?;
+        let Some(p) = self.publishers.get(&id) else {
+            // Every message of an unknown publisher gets an error.
+            let mut ids = Vec::with_capacity(n);
+            for _ in 0..n {
+                ids.push(r.u64()?);
+                if version >= 2 {
+                    r.string()?;
+                }
+                r.bytes()?;
+            }
+            let mut w = Writer::command(key::PUBLISH_ERROR, 1);
+            w.u8(id).u32(ids.len() as u32);
+            for i in ids {
+                w.u64(i).u16(code::PUBLISHER_DOES_NOT_EXIST);
+            }
+            return self.send(w.finish()).await;
+        };
+        let queue = p.queue.clone();
+        let reference = p.reference.clone();
+        let routing_key = queue.name.clone();
+        let mut confirmed_now = Vec::new();
+        let mut to_sync = Vec::new();
+        let mut failed = Vec::new();
+        let mut files: Vec<Arc<warren_broker::store::SyncFile>> = Vec::new();
+        let mut last = reference
+            .as_deref()
+            .and_then(|rf| queue.with_stream_log(|l| l.writer_sequence(rf)).flatten());
+        for _ in 0..n {
+            let publishing_id = r.u64()?;
+            let filter = if version >= 2 { r.string()? } else { None };
+            let data = r.bytes()?;
+            if last.is_some_and(|l| publishing_id <= l) {
+                // A duplicate of what this publisher reference already stored.
+                confirmed_now.push(publishing_id);
+                continue;
+            }
+            let (props, body) = match amqp10::decode(data) {
+                Ok(m) => amqp10::to_amqp091(&m),
+                Err(_) => (Bytes::new(), Bytes::copy_from_slice(data)),
+            };
+            let mut message = Message::new("", &routing_key, props, body);
+            if let Some(f) = filter {
+                message = message.with_header(
+                    warren_broker::stream::FILTER_VALUE_HEADER,
+                    AMQPValue::LongString(f.into()),
+                );
+            }
+            match queue.publish(Arc::new(message)) {
+                Ok(published) => {
+                    if let Some(rf) = &reference {
+                        queue.with_stream_log(|l| l.set_writer_sequence(rf, publishing_id));
+                        last = Some(publishing_id);
+                    }
+                    match published.sync {
+                        Some(f) => {
+                            if !files.iter().any(|g| Arc::ptr_eq(g, &f)) {
+                                files.push(f);
+                            }
+                            to_sync.push(publishing_id);
+                        }
+                        None => confirmed_now.push(publishing_id),
+                    }
+                }
+                Err(e) => {
+                    warn!(stream = %queue.name, error = %e, "stream append failed");
+                    failed.push(publishing_id);
+                }
+            }
+        }
+        if !to_sync.is_empty() {
+            match self.shared.admin.broker().storage() {
+                Some(storage) => {
+                    let events = self.events.clone();
+                    storage.persister().sync(files, move |ok| {
+                        let _ = events.send(Event::Confirmed {
+                            publisher: id,
+                            ids: to_sync,
+                            ok,
+                        });
+                    });
+                }
+                None => confirmed_now.extend(to_sync),
+            }
+        }
+        if !confirmed_now.is_empty() {
+            self.confirm(id, &confirmed_now).await?;
+        }
+        if !failed.is_empty() {
+            self.publish_error(id, &failed, code::INTERNAL_ERROR)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn confirm(&mut self, publisher: u8, ids: &[u64]) -> Result<(), End> {
+        let mut w = Writer::command(key::PUBLISH_CONFIRM, 1);
+        w.u8(publisher).u32(ids.len() as u32);
+        for i in ids {
+            w.u64(*i);
+        }
+        self.send(w.finish()).await
+    }
+
+    async fn publish_error(&mut self, publisher: u8, ids: &[u64], c: u16) -> Result<(), End> {
+        let mut w = Writer::command(key::PUBLISH_ERROR, 1);
+        w.u8(publisher).u32(ids.len() as u32);
+        for i in ids {
+            w.u64(*i).u16(c);
+        }
+        self.send(w.finish()).await
+    }
+
+    async fn event(&mut self, ev: Event) -> Result<(), End> {
+        match ev {
+            Event::Confirmed { publisher, ids, ok } => {
+                if ok {
+                    self.confirm(publisher, &ids).await
+                } else {
+                    self.publish_error(publisher, &ids, code::INTERNAL_ERROR)
+                        .await
+                }
+            }
+        }
+    }
+
+    async fn query_publisher_sequence(&mut self, r: &mut Reader<'_>) -> Result<(), End> {
+        let correlation = r.u32()?;
+        let reference = r.str()?;
+        let stream = r.str()?;
+        let (c, seq) = match self.stream(&stream) {
+            None => (code::STREAM_DOES_NOT_EXIST, 0),
+            Some(q) => (
+                code::OK,
+                q.with_stream_log(|l| l.writer_sequence(&reference))
+                    .flatten()
+                    .unwrap_or(0),
+            ),
+        };
+        let mut w = Writer::response(key::QUERY_PUBLISHER_SEQUENCE, correlation, c);
+        w.u64(seq);
+        self.send(w.finish()).await
+    }
+
+    async fn subscribe(&mut self, r: &mut Reader<'_>) -> Result<(), End> {
+        let correlation = r.u32()?;
+        let id = r.u8()?;
+        let stream = r.str()?;
+        let spec = match r.u16()? {
+            1 => OffsetSpec::First,
+            2 => OffsetSpec::Last,
+            3 => OffsetSpec::Next,
+            4 => OffsetSpec::Offset(r.u64()?.min(i64::MAX as u64) as i64),
+            5 => OffsetSpec::Timestamp(r.i64()?.max(0) as u64),
+            _ => {
+                return self
+                    .respond(key::SUBSCRIBE, correlation, code::PRECONDITION_FAILED)
+                    .await
+            }
+        };
+        let credit = r.u16()?;
+        let properties = if r.remaining() > 0 {
+            r.map()?
+        } else {
+            Vec::new()
+        };
+        let (_, grant) = self.opened()?;
+        if grant.check_read(Resource::Queue, &stream).is_err() {
+            return self
+                .respond(key::SUBSCRIBE, correlation, code::ACCESS_REFUSED)
+                .await;
+        }
+        if self.subscriptions.contains_key(&id) {
+            return self
+                .respond(
+                    key::SUBSCRIBE,
+                    correlation,
+                    code::SUBSCRIPTION_ID_ALREADY_EXISTS,
+                )
+                .await;
+        }
+        let Some(queue) = self.stream(&stream) else {
+            return self
+                .respond(key::SUBSCRIBE, correlation, code::STREAM_DOES_NOT_EXIST)
+                .await;
+        };
+        let prop = |k: &str| properties.iter().find(|(n, _)| n == k).map(|(_, v)| v);
+        if prop("single-active-consumer").is_some_and(|v| v == "true") {
+            // Not implemented: better refused than two active consumers.
+            return self
+                .respond(key::SUBSCRIBE, correlation, code::PRECONDITION_FAILED)
+                .await;
+        }
+        let values: Vec<String> = properties
+            .iter()
+            .filter(|(k, _)| k.starts_with("filter."))
+            .map(|(_, v)| v.clone())
+            .collect();
+        let filter = (!values.is_empty()).then(|| FilterSpec {
+            values,
+            match_unfiltered: prop("match-unfiltered").is_some_and(|v| v == "true"),
+        });
+        let next = queue.with_stream_log(|l| l.start_offset(spec)).unwrap_or(0);
+        let wake = self.wake.clone();
+        let listener = queue
+            .stream_listen(Arc::new(move || wake.notify_one()))
+            .unwrap_or(0);
+        self.subscriptions.insert(
+            id,
+            Subscription {
+                queue,
+                next,
+                credit: u32::from(credit),
+                filter,
+                listener,
+            },
+        );
+        self.respond(key::SUBSCRIBE, correlation, code::OK).await?;
+        self.deliver_all().await
+    }
+
+    /// Sends every subscription what its credit allows: one `deliver` per chunk (split
+    /// to fit frame_max).
+    async fn deliver_all(&mut self) -> Result<(), End> {
+        let ids: Vec<u8> = self.subscriptions.keys().copied().collect();
+        let budget = (self.frame_max as usize).saturating_sub(64).max(4096);
+        for id in ids {
+            while let Some(s) = self.subscriptions.get(&id) {
+                if s.credit == 0 {
+                    break;
+                }
+                let (queue, next, filter) = (s.queue.clone(), s.next, s.filter.clone());
+                let entries = match queue.with_stream_log(|l| l.read_chunk(next, filter.as_ref())) {
+                    Some(Ok(Some(e))) if !e.is_empty() => e,
+                    Some(Err(e)) => {
+                        warn!(stream = %queue.name, error = %e, "cannot read a stream chunk");
+                        break;
+                    }
+                    _ => break,
+                };
+                // As many entries as fit in one frame (at least one).
+                let mut messages = Vec::new();
+                let mut size = 0usize;
+                for e in &entries {
+                    let m = wire_message(&e.message);
+                    if !messages.is_empty() && size + m.len() + 4 > budget {
+                        break;
+                    }
+                    size += m.len() + 4;
+                    messages.push(m);
+                }
+                let first = entries[0].offset;
+                let ts = entries[0].timestamp;
+                let count = messages.len() as u64;
+                let mut w = Writer::command(key::DELIVER, 1);
+                w.u8(id).raw(&crate::protocol::chunk(first, ts, &messages));
+                if let Some(s) = self.subscriptions.get_mut(&id) {
+                    s.next = first + count;
+                    s.credit -= 1;
+                }
+                self.send(w.finish()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn create(&mut self, r: &mut Reader<'_>) -> Result<(), End> {
+        let correlation = r.u32()?;
+        let name = r.str()?;
+        let args = r.map()?;
+        let (vhost, grant) = self.opened()?;
+        let (vhost, grant) = (vhost.clone(), grant.clone());
+        if grant.check_configure(Resource::Queue, &name).is_err() {
+            return self
+                .respond(key::CREATE, correlation, code::ACCESS_REFUSED)
+                .await;
+        }
+        // An existing stream with the same arguments is "already exists"; with others
+        // (or a queue of another type), the declare's equivalence check fails:
+        // precondition failed, as RabbitMQ answers.
+        let existed = vhost.queue(&name, STREAM_CONNECTION).is_ok();
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("stream".into()),
+        );
+        for (k, v) in args {
+            let k = if k.starts_with("x-") {
+                k
+            } else {
+                format!("x-{k}")
+            };
+            let value = match k.as_str() {
+                "x-max-length-bytes"
+                | "x-stream-max-segment-size-bytes"
+                | "x-initial-cluster-size"
+                | "x-stream-filter-size-bytes" => match v.parse::<i64>() {
+                    Ok(n) => AMQPValue::LongLongInt(n),
+                    Err(_) => {
+                        return self
+                            .respond(key::CREATE, correlation, code::PRECONDITION_FAILED)
+                            .await
+                    }
+                },
+                _ => AMQPValue::LongString(v.into()),
+            };
+            arguments.insert(k.into(), value);
+        }
+        let options = warren_broker::QueueOptions {
+            name: name.clone(),
+            passive: false,
+            durable: true,
+            exclusive: false,
+            auto_delete: false,
+            arguments,
+        };
+        let c = match vhost.declare_queue(options, STREAM_CONNECTION) {
+            Ok(_) if existed => code::STREAM_ALREADY_EXISTS,
+            Ok(_) => code::OK,
+            Err(warren_broker::Error::ReservedName { .. }) => code::ACCESS_REFUSED,
+            Err(e) => {
+                debug!(stream = %name, error = %e, "stream create refused");
+                code::PRECONDITION_FAILED
+            }
+        };
+        self.respond(key::CREATE, correlation, c).await
+    }
+
+    async fn delete(&mut self, r: &mut Reader<'_>) -> Result<(), End> {
+        let correlation = r.u32()?;
+        let name = r.str()?;
+        let (vhost, grant) = self.opened()?;
+        let (vhost, grant) = (vhost.clone(), grant.clone());
+        if grant.check_configure(Resource::Queue, &name).is_err() {
+            return self
+                .respond(key::DELETE, correlation, code::ACCESS_REFUSED)
+                .await;
+        }
+        let c = if self.stream(&name).is_some() {
+            match vhost.delete_queue(&name, false, false, STREAM_CONNECTION) {
+                Ok(_) => code::OK,
+                Err(_) => code::INTERNAL_ERROR,
+            }
+        } else {
+            code::STREAM_DOES_NOT_EXIST
+        };
+        self.respond(key::DELETE, correlation, c).await
+    }
+
+    async fn metadata(&mut self, r: &mut Reader<'_>) -> Result<(), End> {
+        let correlation = r.u32()?;
+        let n = r.count(2)?;
+        let mut names = Vec::with_capacity(n);
+        for _ in 0..n {
+            names.push(r.str()?);
+        }
+        let mut w = Writer::command(key::METADATA | key::RESPONSE, 1);
+        w.u32(correlation);
+        w.u32(1)
+            .u16(0)
+            .str(&self.shared.host)
+            .u32(u32::from(self.shared.port));
+        w.u32(names.len() as u32);
+        for name in &names {
+            w.str(name);
+            if self.stream(name).is_some() {
+                w.u16(code::OK).u16(0).u32(0);
+            } else {
+                w.u16(code::STREAM_DOES_NOT_EXIST).u16(u16::MAX).u32(0);
+            }
+        }
+        self.send(w.finish()).await
+    }
+}
