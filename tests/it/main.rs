@@ -19,6 +19,7 @@ mod paging;
 mod parity;
 mod publish_consume;
 mod raw_protocol;
+mod stream_protocol;
 mod streams;
 mod tls;
 mod util;
