@@ -36,8 +36,8 @@ pub mod policy;
 pub mod queue;
 pub mod queue_args;
 pub mod storage;
-pub mod stream;
 pub mod store;
+pub mod stream;
 pub mod topic;
 pub mod vhost;
 

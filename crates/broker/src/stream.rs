@@ -371,7 +371,9 @@ impl Tracking {
         let done = fs::write(&tmp, text).and_then(|()| fs::rename(&tmp, dir.join("tracking")));
         match done {
             Ok(()) => self.dirty = false,
-            Err(e) => tracing::error!(dir = %dir.display(), error = %e, "cannot write stream tracking"),
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot write stream tracking")
+            }
         }
     }
 }
