@@ -214,21 +214,39 @@ async fn connection(
             .max(1),
     );
     let opened_by = Instant::now() + handshake_limit;
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    // Bytes read and not yet taken as frames. Reading into it is cancel-safe, so a
+    // delivery or confirm that wins the `select!` never loses part of a frame.
+    let mut buf = bytes::BytesMut::with_capacity(4096);
     let mut last_read = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let end = loop {
         let wake = conn.wake.clone();
         tokio::select! {
-            r = read_frame(&mut rd, &mut buf, conn.frame_max) => match r {
-                Ok(frame) => {
+            r = rd.read_buf(&mut buf) => match r {
+                Ok(0) => break End::Gone("client closed the socket".into()),
+                Ok(_) => {
                     last_read = Instant::now();
-                    match conn.frame(&frame).await {
-                        Ok(()) => {}
-                        Err(e) => break e,
+                    let mut ended = None;
+                    loop {
+                        match take_frame(&mut buf, conn.frame_max) {
+                            Ok(Some(frame)) => {
+                                if let Err(e) = conn.frame(&frame).await {
+                                    ended = Some(e);
+                                    break;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                ended = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    if let Some(e) = ended {
+                        break e;
                     }
                 }
-                Err(e) => break e,
+                Err(e) => break End::Gone(e.to_string()),
             },
             Some(ev) = inbox.recv() => {
                 if let Err(e) = conn.event(ev).await {
@@ -276,25 +294,26 @@ async fn connection(
     let _ = conn.out.shutdown().await;
 }
 
-/// Reads one frame (without its size) into `buf`.
-async fn read_frame(
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
-    buf: &mut Vec<u8>,
-    frame_max: u32,
-) -> Result<Vec<u8>, End> {
-    let size = match rd.read_u32().await {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            return Err(End::Gone("client closed the socket".into()))
-        }
-        Err(e) => return Err(e.into()),
+/// Takes the next whole frame (without its size) from `buf`, if it is all there.
+fn take_frame(buf: &mut bytes::BytesMut, frame_max: u32) -> Result<Option<bytes::BytesMut>, End> {
+    let Some(head) = buf.get(..4) else {
+        return Ok(None);
     };
+    let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
     if frame_max != 0 && size > frame_max {
-        return Err(End::Close(code::FRAME_TOO_LARGE, "frame too large".into()));
+        return Err(End::Close(
+            code::FRAME_TOO_LARGE,
+            format!("frame too large: {size} bytes, frame_max {frame_max}"),
+        ));
     }
-    buf.resize(size as usize, 0);
-    rd.read_exact(buf).await?;
-    Ok(std::mem::take(buf))
+    let total = 4 + size as usize;
+    if buf.len() < total {
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    let mut frame = buf.split_to(total);
+    let _ = frame.split_to(4);
+    Ok(Some(frame))
 }
 
 /// The AMQP 1.0 encoding of a stored message, as a stream client receives it.
