@@ -217,3 +217,83 @@ async fn a_stream_larger_than_its_chunk_cache_reads_back_in_order() {
     assert_eq!(b[0].0, 5000);
     assert_eq!(b[4999].0, 9999);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_age_and_segment_size_from_a_policy_apply_to_an_existing_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let conn = broker.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    declare(&ch, "st.policy", &[]).await;
+    // Small segments from the policy: 20 records of 1 KB make several segment files.
+    let mut definition = serde_json::Map::new();
+    definition.insert("stream-max-segment-size-bytes".into(), 5_000.into());
+    let record = warren_broker::policy::PolicyRecord {
+        vhost: "/".into(),
+        name: "short".into(),
+        pattern: "^st\\.policy$".into(),
+        apply_to: "queues".into(),
+        priority: 0,
+        definition: definition.clone(),
+    };
+    broker
+        .running()
+        .broker()
+        .put_policy(warren_broker::policy::PolicyKind::Regular, record.clone())
+        .unwrap();
+    publish_all(&ch, "st.policy", (0..20).map(|i| body(i, 1000))).await;
+    let q = broker
+        .running()
+        .broker()
+        .vhost("/")
+        .unwrap()
+        .queue("st.policy", 0)
+        .unwrap();
+    let segments = q.with_stream_log(|l| l.segment_count()).unwrap();
+    assert!(segments >= 3, "{segments} segments of 5 kB for 20 kB");
+    // Then a max-age of one second: once the messages are older, every segment but
+    // the one being written goes (at the latest at the next tick).
+    definition.insert("max-age".into(), "1s".into());
+    broker
+        .running()
+        .broker()
+        .put_policy(
+            warren_broker::policy::PolicyKind::Regular,
+            warren_broker::policy::PolicyRecord {
+                definition,
+                ..record
+            },
+        )
+        .unwrap();
+    crate::util::eventually(
+        std::time::Duration::from_secs(10),
+        "old segments to go",
+        || q.with_stream_log(|l| l.segment_count()).unwrap() == 1,
+    )
+    .await;
+    assert!(q.message_count() < 20);
+    // A bad max-age is refused with RabbitMQ's text.
+    let mut bad = serde_json::Map::new();
+    bad.insert("max-age".into(), "10X".into());
+    let err = broker
+        .running()
+        .broker()
+        .put_policy(
+            warren_broker::policy::PolicyKind::Regular,
+            warren_broker::policy::PolicyRecord {
+                vhost: "/".into(),
+                name: "bad".into(),
+                pattern: ".*".into(),
+                apply_to: "queues".into(),
+                priority: 0,
+                definition: bad,
+            },
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("<<\"10X\">> is not a valid max age"),
+        "{err}"
+    );
+}

@@ -50,6 +50,12 @@ pub struct PolicyDefinition {
     /// Alternate exchange (exchanges).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alternate_exchange: Option<String>,
+    /// A stream's maximum age (`7D`, `12h`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+    /// A stream's segment size, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_max_segment_size_bytes: Option<u64>,
 }
 
 /// A policy as written in the configuration file.
@@ -219,8 +225,6 @@ pub const ACCEPTED_NOT_APPLIED: &[&str] = &[
     "queue-master-locator",
     "queue-leader-locator",
     "delivery-limit",
-    "max-age",
-    "stream-max-segment-size-bytes",
     "initial-cluster-size",
     "federation-upstream",
     "federation-upstream-set",
@@ -284,6 +288,8 @@ fn validate_definition(
                             | "max-length-bytes"
                             | "overflow"
                             | "alternate-exchange"
+                            | "max-age"
+                            | "stream-max-segment-size-bytes"
                     )
             }
         })
@@ -329,6 +335,12 @@ fn validate_definition(
         max_length_bytes: number("max-length-bytes", 0, "maximum length in bytes")?,
         overflow,
         alternate_exchange: text("alternate-exchange", "alternate exchange name")?,
+        max_age: match m.get("max-age") {
+            None => None,
+            Some(Value::String(a)) if crate::stream::parse_age(a).is_some() => Some(a.clone()),
+            Some(v) => return Err(format!("{} is not a valid max age", erlang_term(v))),
+        },
+        stream_max_segment_size_bytes: number("stream-max-segment-size-bytes", 1, "segment size")?,
     })
 }
 
@@ -409,6 +421,17 @@ pub fn apply_to_queue(
     args.expires = min_of(args.expires, p.expires);
     args.max_length = min_of(args.max_length, p.max_length);
     args.max_length_bytes = min_of(args.max_length_bytes, p.max_length_bytes);
+    if let Some(stream) = args.stream.as_mut() {
+        // A stream's own arguments win over the policy's.
+        if stream.max_age_ms.is_none() {
+            stream.max_age_ms = p.max_age.as_deref().and_then(crate::stream::parse_age);
+        }
+        if stream.max_segment_bytes == crate::stream::DEFAULT_SEGMENT_BYTES {
+            if let Some(n) = p.stream_max_segment_size_bytes {
+                stream.max_segment_bytes = n.min(crate::stream::MAX_SEGMENT_BYTES);
+            }
+        }
+    }
     if args.dead_letter_exchange.is_none() {
         args.dead_letter_exchange = p.dead_letter_exchange.clone();
         if args.dead_letter_routing_key.is_none() {

@@ -324,6 +324,19 @@ impl QueueArgs {
         })
     }
 
+    /// The interpreted arguments of a queue that exists (validated when it was
+    /// declared): a stream's or a classic queue's.
+    pub fn declared(args: &FieldTable) -> Self {
+        if Self::is_stream(args) {
+            Self::parse_stream(args).unwrap_or_else(|_| QueueArgs {
+                stream: Some(StreamArgs::default()),
+                ..QueueArgs::default()
+            })
+        } else {
+            Self::parse(args).unwrap_or_default()
+        }
+    }
+
     /// Whether `args` declare a stream.
     pub fn is_stream(args: &FieldTable) -> bool {
         args.inner()

@@ -228,7 +228,7 @@ impl VHost {
             .write()
             .unwrap_or_else(|e| e.into_inner()) = operator;
         for q in self.queues() {
-            let declared = QueueArgs::parse(&q.arguments).unwrap_or_default();
+            let declared = QueueArgs::declared(&q.arguments);
             q.set_args(self.effective_args(&q.name, &q.arguments, declared));
         }
     }
@@ -407,10 +407,7 @@ impl VHost {
         for q in &defs.queues {
             let arguments = table_from_hex(&q.arguments).ok_or_else(|| corrupt(&q.name))?;
             if QueueArgs::is_stream(&arguments) {
-                let args = QueueArgs::parse_stream(&arguments).unwrap_or_else(|_| QueueArgs {
-                    stream: Some(Default::default()),
-                    ..QueueArgs::default()
-                });
+                let args = QueueArgs::declared(&arguments);
                 let args = self.effective_args(&q.name, &arguments, args);
                 let settings = args.stream_settings().unwrap_or_default();
                 let log = storage
