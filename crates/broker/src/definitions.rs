@@ -580,10 +580,16 @@ pub fn parse_topology(
     }
     for (i, q) in list(doc, "queues")?.iter().enumerate() {
         let at = format!("queues[{i}]");
+        let name = string(q, &at, "name")?;
+        if name.is_empty() {
+            // An empty name would declare a server-named queue, a new name on every
+            // import, which the next import of the export then refuses (amq.*).
+            return Err(format!("{at}: a queue needs a name"));
+        }
         out.push(TopologyEntry {
             vhost: vhost_of(q, &at)?,
             kind: TopologyKind::Queue(QueueOptions {
-                name: string(q, &at, "name")?,
+                name,
                 passive: false,
                 durable: flag(q, &at, "durable", true)?,
                 exclusive: false,
