@@ -25,10 +25,12 @@ for t in "${targets[@]}"; do
   esac
   echo "== $t: up to $RUNS runs or $MAX_SECS s"
   start=$(date +%s)
-  mkdir -p "corpus/$t" "artifacts/$t"
+  # New inputs go to campaign-corpus/ (ignored by git); corpus/ (what cargo test replays)
+  # is only read. Merge the new ones in with `cargo fuzz cmin` when they are worth keeping.
+  mkdir -p "corpus/$t" "campaign-corpus/$t" "artifacts/$t"
   "$bin/$t" -artifact_prefix="artifacts/$t/" -runs="$RUNS" -max_total_time="$MAX_SECS" \
     -rss_limit_mb=2048 -timeout=10 -max_len="$max_len" -print_final_stats=1 \
-    "corpus/$t" >"logs/$t.log" 2>&1 || { echo "!! $t failed, see fuzz/logs/$t.log"; tail -30 "logs/$t.log"; exit 1; }
+    "campaign-corpus/$t" "corpus/$t" >"logs/$t.log" 2>&1 || { echo "!! $t failed, see fuzz/logs/$t.log"; tail -30 "logs/$t.log"; exit 1; }
   secs=$(( $(date +%s) - start ))
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$' || echo '?')
   peak=$(grep -o 'stat::peak_rss_mb: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$' || echo '?')
