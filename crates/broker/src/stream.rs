@@ -215,6 +215,14 @@ fn erlang_term(v: &AMQPValue) -> String {
     }
 }
 
+/// Where [`StreamLog::locate`] found a message.
+enum Located {
+    /// In a closed chunk: its entries, and the index in them.
+    Closed(Arc<Vec<Entry>>, usize),
+    /// In the open chunk, at this index.
+    Open(usize),
+}
+
 /// A chunk's Bloom filter over the filter values of its messages.
 #[derive(Debug, Clone)]
 struct Bloom(Box<[u8]>);
@@ -784,43 +792,76 @@ impl StreamLog {
         filter: Option<&FilterSpec>,
         not_before: u64,
     ) -> io::Result<Option<Entry>> {
+        let mut offset = offset;
+        loop {
+            let found = match self.locate(offset, filter)? {
+                None => return Ok(None),
+                Some(Located::Open(at)) => {
+                    let rest = self.open.as_ref().map_or(&[][..], |(_, e, _)| &e[at..]);
+                    return Ok(rest.iter().find(|e| e.timestamp >= not_before).cloned());
+                }
+                Some(Located::Closed(entries, at)) => {
+                    match entries[at..].iter().find(|e| e.timestamp >= not_before) {
+                        Some(e) => Ok(e.clone()),
+                        None => Err(entries.last().map_or(offset + 1, |e| e.offset + 1)),
+                    }
+                }
+            };
+            match found {
+                Ok(e) => return Ok(Some(e)),
+                Err(next) => offset = next,
+            }
+        }
+    }
+
+    /// The entries from `offset` to the end of its chunk (or of the first later chunk
+    /// `filter` may match); `None` when nothing is there yet. A stream-protocol
+    /// subscriber receives them as one chunk.
+    ///
+    /// # Errors
+    /// A segment file could not be read.
+    pub fn read_chunk(
+        &mut self,
+        offset: u64,
+        filter: Option<&FilterSpec>,
+    ) -> io::Result<Option<Vec<Entry>>> {
+        Ok(match self.locate(offset, filter)? {
+            None => None,
+            Some(Located::Open(at)) => self.open.as_ref().map(|(_, e, _)| e[at..].to_vec()),
+            Some(Located::Closed(entries, at)) => Some(entries[at..].to_vec()),
+        })
+    }
+
+    /// Where the first message at or after `offset` (at least the first held) is, in a
+    /// chunk `filter` may match: a closed chunk's entries and the index in them, or the
+    /// index in the open chunk.
+    fn locate(&mut self, offset: u64, filter: Option<&FilterSpec>) -> io::Result<Option<Located>> {
         let mut offset = offset.max(self.first);
         loop {
             if offset >= self.next {
                 return Ok(None);
             }
-            let entries = match self.chunk_index(offset) {
-                Some(i) => {
-                    let c = &self.chunks[i];
-                    if filter.is_some_and(|f| !c.matches(f)) {
-                        offset = c.end();
-                        continue;
-                    }
-                    self.load(i)?
+            if let Some(i) = self.chunk_index(offset) {
+                let c = &self.chunks[i];
+                if filter.is_some_and(|f| !c.matches(f)) {
+                    offset = c.end();
+                    continue;
                 }
-                None => match &self.open {
-                    Some((c, entries, _)) if c.first <= offset => {
-                        if filter.is_some_and(|f| !c.matches(f)) {
-                            return Ok(None);
-                        }
-                        let at = (offset - c.first) as usize;
-                        match entries[at..].iter().find(|e| e.timestamp >= not_before) {
-                            Some(e) => return Ok(Some(e.clone())),
-                            None => return Ok(None),
-                        }
-                    }
-                    _ => return Ok(None),
-                },
-            };
-            let first = entries.first().map_or(offset, |e| e.offset);
-            let at = offset.saturating_sub(first) as usize;
-            if let Some(e) = entries
-                .get(at..)
-                .and_then(|rest| rest.iter().find(|e| e.timestamp >= not_before))
-            {
-                return Ok(Some(e.clone()));
+                let entries = self.load(i)?;
+                let first = entries.first().map_or(offset, |e| e.offset);
+                let at = (offset.saturating_sub(first) as usize).min(entries.len());
+                return Ok(Some(Located::Closed(entries, at)));
             }
-            offset = first + entries.len().max(1) as u64;
+            return Ok(match &self.open {
+                Some((c, entries, _))
+                    if c.first <= offset && filter.is_none_or(|f| c.matches(f)) =>
+                {
+                    Some(Located::Open(
+                        ((offset - c.first) as usize).min(entries.len()),
+                    ))
+                }
+                _ => None,
+            });
         }
     }
 
@@ -885,48 +926,6 @@ impl StreamLog {
     pub fn save_tracking(&mut self) {
         if let Some(dir) = self.dir.clone() {
             self.tracking.save(&dir);
-        }
-    }
-
-    /// The entries from `offset` to the end of its chunk (or of the first later chunk
-    /// `filter` may match), with that chunk's timestamp; `None` when nothing is there
-    /// yet. A stream-protocol subscriber receives them as one chunk.
-    ///
-    /// # Errors
-    /// A segment file could not be read.
-    pub fn read_chunk(
-        &mut self,
-        offset: u64,
-        filter: Option<&FilterSpec>,
-    ) -> io::Result<Option<Vec<Entry>>> {
-        let mut offset = offset.max(self.first);
-        loop {
-            if offset >= self.next {
-                return Ok(None);
-            }
-            let entries = match self.chunk_index(offset) {
-                Some(i) => {
-                    let c = &self.chunks[i];
-                    if filter.is_some_and(|f| !c.matches(f)) {
-                        offset = c.end();
-                        continue;
-                    }
-                    self.load(i)?
-                }
-                None => match &self.open {
-                    Some((c, entries, _)) if c.first <= offset => {
-                        if filter.is_some_and(|f| !c.matches(f)) {
-                            return Ok(None);
-                        }
-                        let at = (offset - c.first) as usize;
-                        return Ok(Some(entries.get(at..).unwrap_or_default().to_vec()));
-                    }
-                    _ => return Ok(None),
-                },
-            };
-            let first = entries.first().map_or(offset, |e| e.offset);
-            let at = offset.saturating_sub(first) as usize;
-            return Ok(Some(entries.get(at..).unwrap_or_default().to_vec()));
         }
     }
 

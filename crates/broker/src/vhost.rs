@@ -406,41 +406,12 @@ impl VHost {
         let mut messages = 0u64;
         for q in &defs.queues {
             let arguments = table_from_hex(&q.arguments).ok_or_else(|| corrupt(&q.name))?;
-            if QueueArgs::is_stream(&arguments) {
-                let args = QueueArgs::declared(&arguments);
-                let args = self.effective_args(&q.name, &arguments, args);
-                let settings = args.stream_settings().unwrap_or_default();
-                let log = storage
-                    .stream(&self.name, &q.name, settings)
-                    .map_err(|source| StorageError::Io {
-                        path: std::path::PathBuf::from(format!("stream '{}'", q.name)),
-                        source,
-                    })?;
-                messages += log.len();
-                let spec = QueueSpec {
-                    vhost: self.name.clone(),
-                    name: q.name.clone(),
-                    durable: true,
-                    exclusive_owner: None,
-                    auto_delete: q.auto_delete,
-                    arguments,
-                    args,
-                };
-                t.queues.insert(
-                    q.name.clone(),
-                    Arc::new(Queue::with_stream(spec, log, self.me.clone())),
-                );
-                continue;
-            }
-            let args = QueueArgs::parse(&arguments).unwrap_or_default();
+            let args = QueueArgs::declared(&arguments);
             let args = self.effective_args(&q.name, &arguments, args);
-            let store = storage
-                .queue_store(&self.name, &q.name, args.levels())
-                .map_err(|source| StorageError::Io {
-                    path: std::path::PathBuf::from(format!("queue '{}'", q.name)),
-                    source,
-                })?;
-            messages += store.len() as u64;
+            let io = |what: &str| {
+                let path = std::path::PathBuf::from(format!("{what} '{}'", q.name));
+                move |source| StorageError::Io { path, source }
+            };
             let spec = QueueSpec {
                 vhost: self.name.clone(),
                 name: q.name.clone(),
@@ -450,10 +421,23 @@ impl VHost {
                 arguments,
                 args,
             };
-            t.queues.insert(
-                q.name.clone(),
-                Arc::new(Queue::with_store(spec, Box::new(store), self.me.clone())),
-            );
+            let queue = match spec.args.stream_settings() {
+                Some(settings) => {
+                    let log = storage
+                        .stream(&self.name, &q.name, settings)
+                        .map_err(io("stream"))?;
+                    messages += log.len();
+                    Queue::with_stream(spec, log, self.me.clone())
+                }
+                None => {
+                    let store = storage
+                        .queue_store(&self.name, &q.name, spec.args.levels())
+                        .map_err(io("queue"))?;
+                    messages += store.len() as u64;
+                    Queue::with_store(spec, Box::new(store), self.me.clone())
+                }
+            };
+            t.queues.insert(q.name.clone(), Arc::new(queue));
         }
         for b in &defs.bindings {
             let args = table_from_hex(&b.arguments).ok_or_else(|| corrupt(&b.source))?;
@@ -868,27 +852,6 @@ impl VHost {
         let args = QueueArgs::parse_for_declare(&o.arguments, durable)
             .map_err(|e| Error::InvalidArg(e.message(name, &self.name)))?;
         let args = self.effective_args(name, &o.arguments, args);
-        if let Some(settings) = args.stream_settings() {
-            let log = match &self.storage {
-                Some(storage) => storage.fresh_stream(&self.name, name, settings),
-                None => Ok(crate::stream::StreamLog::in_memory(settings)),
-            }
-            .map_err(|e| {
-                tracing::error!(queue = %name, error = %e, "cannot create a stream");
-                Error::Storage(e.to_string())
-            })?;
-            let spec = QueueSpec {
-                vhost: self.name.clone(),
-                name: name.to_string(),
-                durable,
-                exclusive_owner: owner,
-                auto_delete: o.auto_delete,
-                arguments: o.arguments.clone(),
-                args,
-            };
-            return Ok(Arc::new(Queue::with_stream(spec, log, self.me.clone())));
-        }
-        let levels = args.levels();
         let spec = QueueSpec {
             vhost: self.name.clone(),
             name: name.to_string(),
@@ -898,14 +861,27 @@ impl VHost {
             arguments: o.arguments.clone(),
             args,
         };
+        let failed = |what: &'static str| {
+            move |e: std::io::Error| {
+                tracing::error!(queue = %name, error = %e, "cannot create {what}");
+                Error::Storage(e.to_string())
+            }
+        };
+        if let Some(settings) = spec.args.stream_settings() {
+            let log = match &self.storage {
+                Some(storage) => storage
+                    .fresh_stream(&self.name, name, settings)
+                    .map_err(failed("a stream"))?,
+                None => crate::stream::StreamLog::in_memory(settings),
+            };
+            return Ok(Arc::new(Queue::with_stream(spec, log, self.me.clone())));
+        }
+        let levels = spec.args.levels();
         let store: Box<dyn QueueStore> = match (&self.storage, durable) {
             (Some(storage), true) => Box::new(
                 storage
                     .fresh_queue_store(&self.name, name, levels)
-                    .map_err(|e| {
-                        tracing::error!(queue = %name, error = %e, "cannot create queue store");
-                        Error::Storage(e.to_string())
-                    })?,
+                    .map_err(failed("a queue store"))?,
             ),
             // Non-durable queues page out to the data directory's scratch area.
             (Some(storage), false) => Box::new(storage.transient_queue_store(levels)),
