@@ -222,6 +222,22 @@ impl Message {
         self.headers().is_some_and(|h| h.contains_key("BCC"))
     }
 
+    /// A copy with `properties` re-encoded as its raw properties (kept as they were if
+    /// they cannot be), and `bcc` as its removed BCC keys.
+    fn reencoded(&self, properties: AMQPProperties, bcc: Vec<String>) -> Message {
+        let raw = gen_properties(&properties)(WriteContext::from(Vec::new()))
+            .map(|c| Bytes::from(c.write))
+            .unwrap_or_else(|_| self.raw_properties.clone());
+        Message {
+            exchange: self.exchange.clone(),
+            routing_key: self.routing_key.clone(),
+            properties: scan_properties(&raw).map(|s| s.props).unwrap_or_default(),
+            raw_properties: raw,
+            body: self.body.clone(),
+            bcc,
+        }
+    }
+
     /// A copy with the `BCC` header removed and the raw properties re-encoded.
     pub fn without_bcc(&self) -> Message {
         let mut properties = self.full_properties();
@@ -241,18 +257,7 @@ impl Message {
             }
             properties = properties.with_headers(FieldTable::from(inner));
         }
-        let raw = gen_properties(&properties)(WriteContext::from(Vec::new()))
-            .map(|c| Bytes::from(c.write))
-            .unwrap_or_else(|_| self.raw_properties.clone());
-        let properties = scan_properties(&raw).map(|s| s.props).unwrap_or_default();
-        Message {
-            exchange: self.exchange.clone(),
-            routing_key: self.routing_key.clone(),
-            raw_properties: raw,
-            properties,
-            body: self.body.clone(),
-            bcc,
-        }
+        self.reencoded(properties, bcc)
     }
 
     /// A copy with header `name` set to `value` (the raw properties re-encoded).
@@ -263,18 +268,7 @@ impl Message {
             .unwrap_or_default();
         inner.insert(name.into(), value);
         let properties = self.full_properties().with_headers(FieldTable::from(inner));
-        let raw = gen_properties(&properties)(WriteContext::from(Vec::new()))
-            .map(|c| Bytes::from(c.write))
-            .unwrap_or_else(|_| self.raw_properties.clone());
-        let props = scan_properties(&raw).map(|s| s.props).unwrap_or_default();
-        Message {
-            exchange: self.exchange.clone(),
-            routing_key: self.routing_key.clone(),
-            raw_properties: raw,
-            properties: props,
-            body: self.body.clone(),
-            bcc: self.bcc.clone(),
-        }
+        self.reencoded(properties, self.bcc.clone())
     }
 
     /// A copy without header `name` (the raw properties re-encoded), or `None` when it
@@ -283,18 +277,7 @@ impl Message {
         let mut inner = self.headers()?.inner().clone();
         inner.remove(name)?;
         let properties = self.full_properties().with_headers(FieldTable::from(inner));
-        let raw = gen_properties(&properties)(WriteContext::from(Vec::new()))
-            .map(|c| Bytes::from(c.write))
-            .ok()?;
-        let props = scan_properties(&raw).map(|s| s.props).unwrap_or_default();
-        Some(Message {
-            exchange: self.exchange.clone(),
-            routing_key: self.routing_key.clone(),
-            raw_properties: raw,
-            properties: props,
-            body: self.body.clone(),
-            bcc: self.bcc.clone(),
-        })
+        Some(self.reencoded(properties, self.bcc.clone()))
     }
 
     /// A text header's value.
