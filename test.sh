@@ -46,7 +46,7 @@ sed -e 's/^mechanisms = .*/mechanisms = ["PLAIN", "AMQPLAIN", "EXTERNAL"]/' \
     -e 's/^ssl_cert_login_from = .*/ssl_cert_login_from = "common_name"/' config.toml >"$conf"
 # A node name and private control directory, for rabbitmqctl (conformance/test_rabbitmqctl.py).
 RABBITMQ_NODENAME=warren-conformance WARREN_CONTROL_DIR="$data/ctl" \
-./target/release/warren --config "$conf" --listen "[::]:0" --management-listen 127.0.0.1:0 --prometheus-listen 127.0.0.1:0 --stream-listen 127.0.0.1:0 --data-dir "$data/db" \
+./target/release/warren --config "$conf" --listen "[::]:0" --management-listen 127.0.0.1:0 --prometheus-listen 127.0.0.1:0 --stream-listen 127.0.0.1:0 --stream-tls-listen 127.0.0.1:0 --data-dir "$data/db" \
   --tls-listen 127.0.0.1:0 --tls-cert "$pki/server.pem" --tls-key "$pki/server.key" --tls-ca "$pki/ca.pem" --tls-verify peer >"$log" 2>&1 &
 pid=$!
 cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data" "$log"; }
@@ -64,9 +64,19 @@ for _ in $(seq 1 200); do
 done
 [ -n "$addr" ] || { cat "$log"; echo "warren did not start"; exit 1; }
 echo "warren listening on $addr"
+# The other listeners start just after the startup line: wait (bounded) for them.
+for _ in $(seq 1 100); do
+  grep -q 'Management plugin: HTTP (non-TLS) listener started' "$log" \
+    && grep -q 'Prometheus metrics: HTTP (non-TLS) listener started' "$log" \
+    && grep -q 'stream protocol TLS listener started' "$log" && break
+  sleep 0.05
+done
 mport=$(sed -n 's/.*Management plugin: HTTP (non-TLS) listener started on port \([0-9]*\).*/\1/p' "$log" | head -n1)
 pport=$(sed -n 's/.*Prometheus metrics: HTTP (non-TLS) listener started on port \([0-9]*\).*/\1/p' "$log" | head -n1)
 export PROMETHEUS_URL="http://127.0.0.1:$pport"
+stport=$(sed -n 's/.*stream protocol TLS listener started on port \([0-9]*\).*/\1/p' "$log" | head -n1)
+[ -n "$stport" ] || { cat "$log"; echo "warren did not start its stream TLS listener"; exit 1; }
+export STREAMS_PORT="$stport"
 sport=$(sed -n 's/.*stream protocol listener started on port \([0-9]*\).*/\1/p' "$log" | head -n1)
 [ -n "$sport" ] || { cat "$log"; echo "warren did not start its stream listener"; exit 1; }
 export STREAM_URL="rabbitmq-stream://guest:guest@127.0.0.1:$sport/%2f"

@@ -130,3 +130,44 @@ def test_a_plain_client_on_the_tls_port_fails_and_the_broker_carries_on(broker):
         round_trip(conn, b"still serving")
     finally:
         conn.close()
+
+
+STREAMS_PORT = os.environ.get("STREAMS_PORT")
+
+
+@pytest.mark.skipif(not STREAMS_PORT, reason="set STREAMS_PORT (RabbitMQ: stream.listeners.ssl.default = 5551)")
+def test_rstream_publishes_and_consumes_over_the_stream_protocol_tls_listener(broker):
+    rstream = pytest.importorskip("rstream")
+    import asyncio
+
+    ctx = ssl.create_default_context(cafile=CA)
+    ctx.load_cert_chain(CLIENT_CERT, CLIENT_KEY)
+    ctx.check_hostname = False  # rstream connects to the address, the certificate names localhost
+    stream = uname("tls-stream")
+    kw = dict(host="127.0.0.1", port=int(STREAMS_PORT), vhost=broker.vhost, username=broker.username,
+              password=broker.password, ssl_context=ctx)
+
+    async def go():
+        async with rstream.Producer(**kw) as p:
+            await p.create_stream(stream)
+            try:
+                await p.send_wait(stream, rstream.AMQPMessage(body=b"over tls"))
+                got = asyncio.get_running_loop().create_future()
+
+                async def on(msg, ctx):
+                    if not got.done():
+                        got.set_result(bytes(msg.body) if not isinstance(msg.body, list) else b"".join(msg.body))
+
+                async with rstream.Consumer(**kw) as c:
+                    await c.subscribe(stream, on, decoder=rstream.amqp_decoder,
+                                      offset_specification=rstream.ConsumerOffsetSpecification(
+                                          rstream.OffsetType.FIRST, None))
+                    task = asyncio.create_task(c.run())
+                    try:
+                        return await asyncio.wait_for(got, timeout=10)
+                    finally:
+                        task.cancel()
+            finally:
+                await p.delete_stream(stream, missing_ok=True)
+
+    assert asyncio.run(asyncio.wait_for(go(), timeout=30)) == b"over tls"

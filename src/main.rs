@@ -45,6 +45,10 @@ struct Cli {
     /// Stream protocol listener, e.g. [::]:5552 (overrides `[stream] listen`).
     #[arg(long, value_name = "ADDR:PORT")]
     stream_listen: Option<std::net::SocketAddr>,
+    /// Stream protocol TLS listener with the --tls-cert/--tls-key certificate, e.g.
+    /// [::]:5551 (overrides `[stream] tls_listen`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    stream_tls_listen: Option<std::net::SocketAddr>,
     /// A RabbitMQ definitions file (JSON) imported at start: users, vhosts, permissions,
     /// topic permissions, limits (overrides `load_definitions`).
     #[arg(long, value_name = "FILE")]
@@ -116,6 +120,10 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
     }
     if let Some(addr) = cli.stream_listen {
         config.stream.listen = addr;
+        config.stream.enabled = true;
+    }
+    if let Some(addr) = cli.stream_tls_listen {
+        config.stream.tls_listen = Some(addr);
         config.stream.enabled = true;
     }
     if let Some(addr) = cli.prometheus_listen {
@@ -431,8 +439,21 @@ fn serve(config: Config, node: String, strict_node: bool, ignored: Vec<String>) 
         // The stream protocol listener. Like RabbitMQ's stream plugin it is an extra: a
         // port already in use is reported and the broker runs without it.
         let stream = if server.admin().config().stream.enabled {
-            let listen = server.admin().config().stream.listen;
-            match warren_stream::start(server.admin(), listen).await {
+            let admin = server.admin();
+            let config = admin.config();
+            let listen = config.stream.listen;
+            let tls = match config.stream.tls_listen {
+                Some(addr) => match warren_server::tls::server_config(&config.tls) {
+                    Ok(tls) => Some((addr, tls)),
+                    Err(e) => {
+                        tracing::error!(error = %e, %addr, "cannot start the stream protocol TLS listener");
+                        eprintln!("warren: no stream protocol TLS listener on {addr}: {e}");
+                        None
+                    }
+                },
+                None => None,
+            };
+            match warren_stream::start_with_tls(server.admin(), listen, tls).await {
                 Ok(s) => Some(s),
                 Err(e) => {
                     tracing::error!(error = %e, %listen, "cannot start the stream protocol listener");

@@ -1,6 +1,8 @@
 //! The stream protocol with the Rust `rabbitmq-stream-client` (#14): create a stream,
 //! publish with confirms, consume from an offset, server-side offset tracking across
-//! connections, deduplication by producer name, and the same messages over AMQP 0-9-1.
+//! connections, deduplication by producer name, the same messages over AMQP 0-9-1, super
+//! streams (create, route by key, consume every partition, delete) and single active
+//! consumer.
 
 use futures_lite::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
@@ -193,4 +195,142 @@ async fn concurrent_batches_and_deliveries_keep_the_frames_in_step() {
     assert_eq!(got.len(), 8000);
     assert!(got.iter().all(|(_, b)| b.len() == 1024));
     assert_eq!(got.last().unwrap().0, 7999);
+}
+
+fn region(m: &Message) -> String {
+    m.application_properties()
+        .and_then(|p| p.get("region"))
+        .and_then(|v| String::try_from(v.clone()).ok())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn super_stream_created_routed_by_key_consumed_and_deleted() {
+    use rabbitmq_stream_client::types::{RoutingKeyRoutingStrategy, RoutingStrategy};
+    let (broker, _listener, env) = setup().await;
+    let keys = vec!["emea".to_string(), "apac".to_string(), "amer".to_string()];
+    env.stream_creator()
+        .create_super_stream("ss.rust", 3, Some(keys.clone()))
+        .await
+        .unwrap();
+    // The partitions are streams bound to the exchange in order.
+    let vhost = broker.running().admin().broker().vhost("/").unwrap();
+    assert_eq!(
+        vhost.super_stream_partitions("ss.rust").unwrap(),
+        vec!["ss.rust-emea", "ss.rust-apac", "ss.rust-amer"]
+    );
+    let mut producer = env
+        .super_stream_producer(RoutingStrategy::RoutingKeyStrategy(
+            RoutingKeyRoutingStrategy {
+                routing_extractor: &region,
+            },
+        ))
+        .build("ss.rust")
+        .await
+        .unwrap();
+    let confirmed = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    for i in 0..30 {
+        let msg = Message::builder()
+            .body(format!("r{i}"))
+            .application_properties()
+            .insert("region", keys[i % 3].as_str())
+            .message_builder()
+            .build();
+        let confirmed = confirmed.clone();
+        producer
+            .send(msg, move |_| {
+                let confirmed = confirmed.clone();
+                async move { confirmed.add_permits(1) }
+            })
+            .await
+            .unwrap();
+    }
+    within("30 confirms", confirmed.acquire_many(30))
+        .await
+        .unwrap()
+        .forget();
+    producer.close().await.unwrap();
+    let mut consumer = env
+        .super_stream_consumer()
+        .offset(OffsetSpecification::First)
+        .build("ss.rust")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 30 {
+        let d = within("a super stream delivery", consumer.next())
+            .await
+            .expect("consumer open")
+            .expect("delivery");
+        let body = String::from_utf8(d.message().data().unwrap_or_default().to_vec()).unwrap();
+        got.push((d.stream().clone(), body));
+    }
+    let _ = consumer.handle().close().await;
+    for (stream, body) in &got {
+        let i: usize = body[1..].parse().unwrap();
+        assert_eq!(stream, &format!("ss.rust-{}", keys[i % 3]), "{body}");
+    }
+    env.delete_super_stream("ss.rust").await.unwrap();
+    assert!(vhost.super_stream_partitions("ss.rust").is_none());
+    assert!(vhost.queue("ss.rust-emea", 0).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_active_consumer_takes_over_when_the_active_one_leaves() {
+    let (_broker, _listener, env) = setup().await;
+    env.stream_creator().create("sp.sac").await.unwrap();
+    let producer = env.producer().build("sp.sac").await.unwrap();
+    let send = |body: String| {
+        let producer = &producer;
+        async move {
+            let s = producer
+                .send_with_confirm(Message::builder().body(body).build())
+                .await
+                .unwrap();
+            assert!(s.confirmed());
+        }
+    };
+    let consumer = |env: &Environment| {
+        env.consumer()
+            .offset(OffsetSpecification::First)
+            .name("sac-app")
+            .enable_single_active_consumer(true)
+            .consumer_update(|active, _ctx| async move {
+                // The next message after what the group has read: here, the client
+                // starts where it subscribed when active, and "next" otherwise.
+                if active == 1 {
+                    OffsetSpecification::First
+                } else {
+                    OffsetSpecification::Next
+                }
+            })
+            .build("sp.sac")
+    };
+    let mut first = consumer(&env).await.unwrap();
+    let mut second = consumer(&env).await.unwrap();
+    for i in 0..5 {
+        send(format!("a{i}")).await;
+    }
+    for i in 0..5 {
+        let d = within("the active consumer's delivery", first.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.offset(), i);
+    }
+    // The waiting one has received nothing while the first was active.
+    assert!(
+        futures_lite::future::poll_once(second.next())
+            .await
+            .is_none(),
+        "the waiting member received a message"
+    );
+    first.handle().close().await.unwrap();
+    // The second is made active and starts where its answer says (first).
+    let d = within("the new active consumer's delivery", second.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.offset(), 0);
+    let _ = second.handle().close().await;
 }

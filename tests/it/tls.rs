@@ -514,3 +514,76 @@ async fn certificate_expiration_health_check_reads_the_listener_certificate() {
         "Time unit not recognised. Supported units: days, weeks, months, years."
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_protocol_over_tls_with_the_amqps_certificate() {
+    use futures_lite::StreamExt;
+    use rabbitmq_stream_client::types::{Message, OffsetSpecification};
+    use rabbitmq_stream_client::{Environment, TlsConfiguration};
+    // The stream client's rustls has two crypto providers in this build: pick one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pki = Pki::new("Warren stream TLS CA");
+    let broker = TestBroker::start_with(|c| pki.serve(c)).await;
+    let admin = broker.running().admin();
+    let tls = warren_server::tls::server_config(&admin.config().tls).unwrap();
+    let listener = warren_stream::start_with_tls(
+        broker.running().admin(),
+        "127.0.0.1:0".parse().unwrap(),
+        Some(("127.0.0.1:0".parse().unwrap(), tls)),
+    )
+    .await
+    .unwrap();
+    let tls_port = listener.tls_local_addr().expect("a TLS listener").port();
+    assert_ne!(tls_port, listener.local_addr().port());
+    let ca = pki.write("client-ca.pem", &pki.ca_pem());
+    let env = util::within(
+        "a TLS stream connection",
+        Environment::builder()
+            .host("127.0.0.1")
+            .port(tls_port)
+            .tls(
+                TlsConfiguration::builder()
+                    .add_root_certificates(ca.to_string_lossy().into_owned())
+                    .build()
+                    .unwrap(),
+            )
+            .build(),
+    )
+    .await
+    .expect("the client connects over TLS");
+    env.stream_creator().create("tls.stream").await.unwrap();
+    let producer = env.producer().build("tls.stream").await.unwrap();
+    let status = producer
+        .send_with_confirm(Message::builder().body("over tls").build())
+        .await
+        .unwrap();
+    assert!(status.confirmed());
+    let mut consumer = env
+        .consumer()
+        .offset(OffsetSpecification::First)
+        .build("tls.stream")
+        .await
+        .unwrap();
+    let d = util::within("a delivery over TLS", consumer.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.message().data(), Some(&b"over tls"[..]));
+    let _ = consumer.handle().close().await;
+    // A plain client on the TLS port gets nowhere, and the listener carries on.
+    let mut plain = TcpStream::connect(("127.0.0.1", tls_port)).await.unwrap();
+    plain.write_all(&[0, 0, 0, 4, 0, 0x11, 0, 1]).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = util::within(
+        "the TLS listener to drop a plain client",
+        plain.read(&mut buf),
+    )
+    .await
+    .unwrap_or(0);
+    assert!(
+        n == 0 || buf[0] == 0x15,
+        "a TLS alert or a close, got {:?}",
+        &buf[..n]
+    );
+    producer.close().await.unwrap();
+}

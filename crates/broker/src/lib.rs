@@ -38,6 +38,7 @@ pub mod queue_args;
 pub mod storage;
 pub mod store;
 pub mod stream;
+pub mod super_stream;
 pub mod topic;
 pub mod vhost;
 

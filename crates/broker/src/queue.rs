@@ -1209,6 +1209,11 @@ impl Queue {
                 // RabbitMQ answers a stream's queue.delete with a count of 0.
                 count = 0;
                 s.log.destroy();
+                // Stream-protocol readers learn of the deletion (they check
+                // `is_deleted` when woken).
+                for (_, wake) in &s.listeners {
+                    wake();
+                }
             }
             (count, std::mem::take(&mut st.consumers))
         };

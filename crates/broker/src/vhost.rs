@@ -709,6 +709,26 @@ impl VHost {
         out
     }
 
+    /// The explicit bindings whose source is `exchange`, in the order of
+    /// [`VHost::bindings`] (`None` if the exchange does not exist).
+    pub fn bindings_from(&self, exchange: &str) -> Option<Vec<BindingInfo>> {
+        let t = self.read();
+        let x = t.exchanges.get(exchange)?;
+        let mut out: Vec<BindingInfo> = x
+            .bindings()
+            .map(|(key, dest, args)| BindingInfo {
+                source: x.name.clone(),
+                destination: dest.clone(),
+                routing_key: key.to_string(),
+                arguments: args.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (a.destination.name(), &a.routing_key).cmp(&(b.destination.name(), &b.routing_key))
+        });
+        Some(out)
+    }
+
     /// An exchange's type, if it exists.
     pub fn exchange_kind(&self, name: &str) -> Option<ExchangeKind> {
         self.read().exchanges.get(name).map(|x| x.kind)

@@ -230,6 +230,21 @@ pub fn apply_conf(
                 let p = v.parse::<u16>().map_err(|_| bad("a port"))?;
                 config.management.tls_listen = Some(SocketAddr::new(any, p));
             }
+            // The stream plugin (rabbitmq_stream).
+            k if k.starts_with("stream.listeners.tcp.") => {
+                config.stream.listen = listener(v, any).ok_or_else(|| bad("a port or IP:PORT"))?;
+            }
+            k if k.starts_with("stream.listeners.ssl.") => {
+                config.stream.tls_listen =
+                    Some(listener(v, any).ok_or_else(|| bad("a port or IP:PORT"))?);
+            }
+            "stream.advertised_host" => config.stream.advertised_host = v.to_string(),
+            "stream.advertised_port" => {
+                config.stream.advertised_port = v.parse::<u16>().map_err(|_| bad("a port"))?;
+            }
+            "stream.advertised_tls_port" => {
+                config.stream.advertised_tls_port = v.parse::<u16>().map_err(|_| bad("a port"))?;
+            }
             "prometheus.tcp.port" => {
                 let p = v.parse::<u16>().map_err(|_| bad("a port"))?;
                 config.prometheus.listen.set_port(p);
@@ -439,7 +454,9 @@ mod tests {
              disk_free_limit.absolute = 2GB\nheartbeat = 30\nframe_max = 65536\nchannel_max = 100\n\
              management.tcp.port = 15673\nprometheus.tcp.port = 15693\nlisteners.ssl.default = 5674\n\
              ssl_options.verify = verify_peer\nauth_mechanisms.1 = PLAIN\nauth_mechanisms.2 = EXTERNAL\n\
-             collect_statistics_interval = 10000\n",
+             collect_statistics_interval = 10000\n\
+             stream.listeners.tcp.default = 5553\nstream.listeners.ssl.default = 5551\n\
+             stream.advertised_host = broker.example\n",
         );
         assert_eq!(c.listen.port(), 5673);
         assert_eq!(c.auth.users.len(), 1);
@@ -455,6 +472,9 @@ mod tests {
         assert_eq!(c.prometheus.listen.port(), 15693);
         assert_eq!(c.tls.listen.port(), 5674);
         assert_eq!(c.tls.verify, TlsVerify::Peer);
+        assert_eq!(c.stream.listen.port(), 5553);
+        assert_eq!(c.stream.tls_listen.map(|a| a.port()), Some(5551));
+        assert_eq!(c.stream.advertised_host, "broker.example");
         assert_eq!(
             c.auth.mechanisms,
             vec!["PLAIN".to_string(), "EXTERNAL".to_string()]

@@ -93,6 +93,11 @@ pub struct Stream {
     pub advertised_host: String,
     /// Port clients are told to connect to; the listener's when 0.
     pub advertised_port: u16,
+    /// TLS listener (RabbitMQ's `stream.listeners.ssl`, usually port 5551), with the
+    /// `[tls]` certificate and client verification; none when unset.
+    pub tls_listen: Option<SocketAddr>,
+    /// Port TLS clients are told to connect to; the TLS listener's when 0.
+    pub advertised_tls_port: u16,
 }
 
 impl Default for Stream {
@@ -102,6 +107,8 @@ impl Default for Stream {
             listen: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 5552)),
             advertised_host: String::new(),
             advertised_port: 0,
+            tls_listen: None,
+            advertised_tls_port: 0,
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod amqp10;
 pub mod protocol;
+mod sac;
 pub mod server;
 
-pub use server::{start, Running};
+pub use server::{start, start_with_tls, Running};

@@ -9,15 +9,17 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 use warren_broker::access::{Grant, Resource};
 use warren_broker::stream::{FilterSpec, OffsetSpec};
@@ -27,6 +29,7 @@ use warren_server::auth;
 
 use crate::amqp10;
 use crate::protocol::{code, key, Malformed, Reader, Writer};
+use crate::sac::{self, GroupKey, Notice};
 
 /// Frames larger than this are refused before `open` (RabbitMQ's default).
 const INITIAL_FRAME_MAX: u32 = 8192;
@@ -45,6 +48,7 @@ const OFFSET_HEADER: &str = "x-stream-offset";
 #[derive(Debug)]
 pub struct Running {
     local_addr: SocketAddr,
+    tls_local_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
 }
 
@@ -52,6 +56,11 @@ impl Running {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The bound address of the TLS listener, if there is one.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_local_addr
     }
 
     /// Stops accepting and closes the open connections.
@@ -66,11 +75,16 @@ impl Drop for Running {
     }
 }
 
-/// What every connection needs.
+/// What every connection of one listener needs.
 struct Shared {
     admin: Admin,
+    /// The host and port `metadata` and `open` advertise.
     host: String,
     port: u16,
+    /// Single active consumer groups (all listeners).
+    groups: Arc<sac::Groups>,
+    /// Connection ids (all listeners).
+    ids: Arc<AtomicU64>,
 }
 
 /// Binds `listen` and serves the stream protocol.
@@ -78,43 +92,131 @@ struct Shared {
 /// # Errors
 /// The address cannot be bound.
 pub async fn start(admin: Admin, listen: SocketAddr) -> std::io::Result<Running> {
+    start_with_tls(admin, listen, None).await
+}
+
+/// Binds `listen`, and `tls` (address and certificate: RabbitMQ's
+/// `stream.listeners.ssl`, port 5551) if given, and serves the stream protocol on both.
+/// Over TLS, each handshake runs in its own task within
+/// `limits.ssl_handshake_timeout_secs`, and a verified client certificate allows SASL
+/// EXTERNAL as on the AMQPS listener.
+///
+/// # Errors
+/// An address cannot be bound.
+pub async fn start_with_tls(
+    admin: Admin,
+    listen: SocketAddr,
+    tls: Option<(SocketAddr, Arc<ServerConfig>)>,
+) -> std::io::Result<Running> {
     let listener = warren_server::bind(listen)?;
     let local_addr = listener.local_addr()?;
-    let cfg = admin.config().stream.clone();
-    let host = if !cfg.advertised_host.is_empty() {
-        cfg.advertised_host.clone()
-    } else if local_addr.ip().is_unspecified() {
-        "localhost".to_string()
-    } else {
-        local_addr.ip().to_string()
-    };
-    let port = if cfg.advertised_port != 0 {
-        cfg.advertised_port
-    } else {
-        local_addr.port()
-    };
-    let shared = Arc::new(Shared { admin, host, port });
-    let (stop, mut stopped) = watch::channel(false);
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((socket, peer)) => {
-                        let shared = shared.clone();
-                        let stopped = stopped.clone();
-                        tokio::spawn(async move { connection(socket, peer, shared, stopped).await });
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "stream listener: accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                _ = stopped.changed() => break,
-            }
+    let tls_listener = match tls {
+        Some((addr, config)) => {
+            let l = warren_server::bind(addr)?;
+            let a = l.local_addr()?;
+            Some((l, a, TlsAcceptor::from(config)))
         }
+        None => None,
+    };
+    let tls_local_addr = tls_listener.as_ref().map(|(_, a, _)| *a);
+    let cfg = admin.config().stream.clone();
+    let advertised = |bound: SocketAddr, configured_port: u16| {
+        let host = if !cfg.advertised_host.is_empty() {
+            cfg.advertised_host.clone()
+        } else if bound.ip().is_unspecified() {
+            "localhost".to_string()
+        } else {
+            bound.ip().to_string()
+        };
+        let port = if configured_port != 0 {
+            configured_port
+        } else {
+            bound.port()
+        };
+        (host, port)
+    };
+    let groups = Arc::new(sac::Groups::default());
+    let ids = Arc::new(AtomicU64::new(1));
+    let (stop, stopped) = watch::channel(false);
+    let (host, port) = advertised(local_addr, cfg.advertised_port);
+    let shared = Arc::new(Shared {
+        admin: admin.clone(),
+        host,
+        port,
+        groups: groups.clone(),
+        ids: ids.clone(),
     });
+    tokio::spawn(accept(listener, shared, None, stopped.clone()));
     info!(address = %local_addr, "stream protocol listener started on port {}", local_addr.port());
-    Ok(Running { local_addr, stop })
+    if let Some((l, a, acceptor)) = tls_listener {
+        let (host, port) = advertised(a, cfg.advertised_tls_port);
+        let shared = Arc::new(Shared {
+            admin,
+            host,
+            port,
+            groups,
+            ids,
+        });
+        tokio::spawn(accept(l, shared, Some(acceptor), stopped));
+        info!(address = %a, "stream protocol TLS listener started on port {}", a.port());
+    }
+    Ok(Running {
+        local_addr,
+        tls_local_addr,
+        stop,
+    })
+}
+
+/// Accepts connections until stopped.
+async fn accept(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    let shared = shared.clone();
+                    let stopped = stopped.clone();
+                    match tls.clone() {
+                        None => {
+                            tokio::spawn(connection(socket, None, peer, shared, stopped));
+                        }
+                        Some(acceptor) => {
+                            tokio::spawn(async move {
+                                let limit = Duration::from_secs(
+                                    shared.admin.config().limits.ssl_handshake_timeout_secs.max(1),
+                                );
+                                match tokio::time::timeout(limit, acceptor.accept(socket)).await {
+                                    Ok(Ok(tls)) => {
+                                        let cert = tls
+                                            .get_ref()
+                                            .1
+                                            .peer_certificates()
+                                            .and_then(|chain| chain.first())
+                                            .map(|c| c.as_ref().to_vec());
+                                        connection(tls, cert, peer, shared, stopped).await;
+                                    }
+                                    Ok(Err(e)) => {
+                                        debug!(%peer, error = %e, "stream TLS handshake failed")
+                                    }
+                                    Err(_) => debug!(%peer, "stream TLS handshake timed out"),
+                                }
+                            });
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "stream listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stopped.changed() => break,
+        }
+    }
 }
 
 /// A publisher declared on the connection.
@@ -130,6 +232,16 @@ struct Subscription {
     credit: u32,
     filter: Option<FilterSpec>,
     listener: u64,
+    /// Where it asked to start (used when a single active consumer is activated and its
+    /// client answers "none").
+    spec: OffsetSpec,
+    /// Its single-active-consumer group, if it is in one.
+    group: Option<GroupKey>,
+    /// Chunks flow (always for plain subscriptions; for a group member, once it is
+    /// active and its client has answered the consumer update).
+    reading: bool,
+    /// The coordinator made it active (a group member only).
+    active: bool,
 }
 
 /// Completions from the group-commit thread.
@@ -165,8 +277,11 @@ impl From<std::io::Error> for End {
 
 struct Conn {
     shared: Arc<Shared>,
+    id: u64,
     peer: SocketAddr,
-    out: OwnedWriteHalf,
+    /// The client's verified TLS certificate (for SASL EXTERNAL).
+    cert: Option<Vec<u8>>,
+    out: Box<dyn AsyncWrite + Send + Unpin>,
     user: Option<String>,
     vhost: Option<Arc<VHost>>,
     grant: Option<Arc<Grant>>,
@@ -176,23 +291,34 @@ struct Conn {
     publishers: HashMap<u8, Publisher>,
     subscriptions: HashMap<u8, Subscription>,
     events: mpsc::UnboundedSender<Event>,
+    notices: mpsc::UnboundedSender<Notice>,
+    /// Consumer updates sent and not yet answered: correlation id to (subscription,
+    /// stepping down).
+    updates: HashMap<u32, (u8, bool)>,
+    correlation: u32,
     wake: Arc<Notify>,
     last_write: Instant,
 }
 
-async fn connection(
-    socket: TcpStream,
+async fn connection<S>(
+    socket: S,
+    cert: Option<Vec<u8>>,
     peer: SocketAddr,
     shared: Arc<Shared>,
     mut stopped: watch::Receiver<bool>,
-) {
-    let _ = socket.set_nodelay(true);
-    let (mut rd, out) = socket.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut rd, out) = tokio::io::split(socket);
     let (events, mut inbox) = mpsc::unbounded_channel();
+    let (notices, mut notified) = mpsc::unbounded_channel();
+    let id = shared.ids.fetch_add(1, Ordering::Relaxed);
     let mut conn = Conn {
         shared,
+        id,
         peer,
-        out,
+        cert,
+        out: Box::new(out),
         user: None,
         vhost: None,
         grant: None,
@@ -202,6 +328,9 @@ async fn connection(
         publishers: HashMap::new(),
         subscriptions: HashMap::new(),
         events,
+        notices,
+        updates: HashMap::new(),
+        correlation: 0,
         wake: Arc::new(Notify::new()),
         last_write: Instant::now(),
     };
@@ -253,6 +382,11 @@ async fn connection(
                     break e;
                 }
             }
+            Some(notice) = notified.recv() => {
+                if let Err(e) = conn.consumer_update(notice).await {
+                    break e;
+                }
+            }
             _ = wake.notified() => {
                 if let Err(e) = conn.deliver_all().await {
                     break e;
@@ -261,6 +395,9 @@ async fn connection(
             _ = tick.tick() => {
                 if conn.vhost.is_none() && Instant::now() > opened_by {
                     break End::Gone("handshake not completed in time".into());
+                }
+                if let Err(e) = conn.check_deleted().await {
+                    break e;
                 }
                 if conn.heartbeat > 0 {
                     let hb = Duration::from_secs(u64::from(conn.heartbeat));
@@ -288,8 +425,9 @@ async fn connection(
         End::Gone(why) => debug!(peer = %peer, %why, "stream connection ended"),
         End::Closed => debug!(peer = %peer, "stream connection closed by the client"),
     }
-    for (_, s) in conn.subscriptions.drain() {
-        s.queue.stream_unlisten(s.listener);
+    let ids: Vec<u8> = conn.subscriptions.keys().copied().collect();
+    for id in ids {
+        conn.unsubscribe(id);
     }
     let _ = conn.out.shutdown().await;
 }
@@ -327,6 +465,29 @@ fn wire_message(m: &Message) -> Vec<u8> {
         None => m,
     };
     amqp10::encode(&amqp10::from_amqp091(m))
+}
+
+/// The queue arguments of a stream created through the protocol: its text arguments
+/// (`max-age`, `max-length-bytes`...) as `x-` arguments, numbers as numbers; `None` if a
+/// number does not parse.
+fn stream_arguments(args: Vec<(String, String)>) -> Option<FieldTable> {
+    let mut arguments = FieldTable::default();
+    for (k, v) in args {
+        let k = if k.starts_with("x-") {
+            k
+        } else {
+            format!("x-{k}")
+        };
+        let value = match k.as_str() {
+            "x-max-length-bytes"
+            | "x-stream-max-segment-size-bytes"
+            | "x-initial-cluster-size"
+            | "x-stream-filter-size-bytes" => AMQPValue::LongLongInt(v.parse::<i64>().ok()?),
+            _ => AMQPValue::LongString(v.into()),
+        };
+        arguments.insert(k.into(), value);
+    }
+    Some(arguments)
 }
 
 impl Conn {
@@ -385,6 +546,9 @@ impl Conn {
                 Err(End::Closed)
             }
             key::HEARTBEAT => Ok(()),
+            key::CONSUMER_UPDATE if k & key::RESPONSE != 0 => {
+                self.consumer_update_answer(&mut r).await
+            }
             _ if k & key::RESPONSE != 0 => Ok(()),
             _ if self.vhost.is_none() => Err(End::Close(
                 code::UNKNOWN_FRAME,
@@ -408,6 +572,14 @@ impl Conn {
                 let id = r.u8()?;
                 let credit = r.u16()?;
                 match self.subscriptions.get_mut(&id) {
+                    Some(s) if !s.reading => {
+                        // An inactive single active consumer: credit is kept for when it
+                        // becomes active, and the client is told, as RabbitMQ does.
+                        s.credit = s.credit.saturating_add(u32::from(credit));
+                        let mut w = Writer::command(key::CREDIT | key::RESPONSE, 1);
+                        w.u16(code::PRECONDITION_FAILED).u8(id);
+                        self.send(w.finish()).await
+                    }
                     Some(s) => {
                         s.credit = s.credit.saturating_add(u32::from(credit));
                         self.deliver_all().await
@@ -447,12 +619,10 @@ impl Conn {
             key::UNSUBSCRIBE => {
                 let correlation = r.u32()?;
                 let id = r.u8()?;
-                let c = match self.subscriptions.remove(&id) {
-                    Some(s) => {
-                        s.queue.stream_unlisten(s.listener);
-                        code::OK
-                    }
-                    None => code::SUBSCRIPTION_ID_DOES_NOT_EXIST,
+                let c = if self.unsubscribe(id) {
+                    code::OK
+                } else {
+                    code::SUBSCRIPTION_ID_DOES_NOT_EXIST
                 };
                 self.respond(key::UNSUBSCRIBE, correlation, c).await
             }
@@ -480,6 +650,11 @@ impl Conn {
                     (key::HEARTBEAT, 1, 1),
                     (key::EXCHANGE_COMMAND_VERSIONS, 1, 1),
                     (key::STREAM_STATS, 1, 1),
+                    (key::ROUTE, 1, 1),
+                    (key::PARTITIONS, 1, 1),
+                    (key::CONSUMER_UPDATE, 1, 1),
+                    (key::CREATE_SUPER_STREAM, 1, 1),
+                    (key::DELETE_SUPER_STREAM, 1, 1),
                 ];
                 w.u32(ours.len() as u32);
                 for (k, min, max) in ours {
@@ -515,13 +690,10 @@ impl Conn {
                     }
                 }
             }
-            key::ROUTE | key::PARTITIONS => {
-                // Super streams are not implemented: no such super stream.
-                let correlation = r.u32()?;
-                let mut w = Writer::response(k, correlation, code::STREAM_DOES_NOT_EXIST);
-                w.u32(0);
-                self.send(w.finish()).await
-            }
+            key::ROUTE => self.route(&mut r).await,
+            key::PARTITIONS => self.partitions(&mut r).await,
+            key::CREATE_SUPER_STREAM => self.create_super_stream(&mut r).await,
+            key::DELETE_SUPER_STREAM => self.delete_super_stream(&mut r).await,
             _ => Err(End::Close(
                 code::UNKNOWN_FRAME,
                 format!("unknown command {k:#06x}"),
@@ -550,7 +722,7 @@ impl Conn {
         let correlation = r.u32()?;
         let peer = auth::Peer {
             ip: self.peer.ip(),
-            cert: None,
+            cert: self.cert.as_deref(),
         };
         let mechanisms = auth::mechanisms(&self.shared.admin.config().auth, peer);
         let mut w = Writer::response(key::SASL_HANDSHAKE, correlation, code::OK);
@@ -567,7 +739,7 @@ impl Conn {
         let response = r.bytes()?;
         let peer = auth::Peer {
             ip: self.peer.ip(),
-            cert: None,
+            cert: self.cert.as_deref(),
         };
         let admin = &self.shared.admin;
         match auth::authenticate(
@@ -662,6 +834,13 @@ impl Conn {
     async fn publish(&mut self, r: &mut Reader<'_>, version: u16) -> Result<(), End> {
         let id = r.u8()?;
         let n = r.count(12)?;
+        if self
+            .publishers
+            .get(&id)
+            .is_some_and(|p| p.queue.is_deleted())
+        {
+            self.check_deleted().await?;
+        }
         let Some(p) = self.publishers.get(&id) else {
             // Every message of an unknown publisher gets an error.
             let mut ids = Vec::with_capacity(n);
@@ -848,12 +1027,32 @@ impl Conn {
                 .await;
         };
         let prop = |k: &str| properties.iter().find(|(n, _)| n == k).map(|(_, v)| v);
-        if prop("single-active-consumer").is_some_and(|v| v == "true") {
-            // Not implemented: better refused than two active consumers.
-            return self
-                .respond(key::SUBSCRIBE, correlation, code::PRECONDITION_FAILED)
-                .await;
-        }
+        let group = if prop("single-active-consumer").is_some_and(|v| v == "true") {
+            // A single active consumer must have a name (its group).
+            let Some(name) = prop("name").filter(|n| !n.is_empty()) else {
+                return self
+                    .respond(key::SUBSCRIBE, correlation, code::PRECONDITION_FAILED)
+                    .await;
+            };
+            let (vhost, _) = self.opened()?;
+            let index = prop("super-stream")
+                .and_then(|ss| vhost.super_stream_partition_index(ss, &stream))
+                .unwrap_or(-1);
+            let key: GroupKey = (vhost.name.clone(), stream.clone(), name.clone());
+            if self
+                .shared
+                .groups
+                .register(key.clone(), index, self.id, id, self.notices.clone())
+                .is_err()
+            {
+                return self
+                    .respond(key::SUBSCRIBE, correlation, code::PRECONDITION_FAILED)
+                    .await;
+            }
+            Some(key)
+        } else {
+            None
+        };
         let values: Vec<String> = properties
             .iter()
             .filter(|(k, _)| k.starts_with("filter."))
@@ -868,6 +1067,7 @@ impl Conn {
         let listener = queue
             .stream_listen(Arc::new(move || wake.notify_one()))
             .unwrap_or(0);
+        let reading = group.is_none();
         self.subscriptions.insert(
             id,
             Subscription {
@@ -876,6 +1076,10 @@ impl Conn {
                 credit: u32::from(credit),
                 filter,
                 listener,
+                spec,
+                group,
+                reading,
+                active: false,
             },
         );
         self.respond(key::SUBSCRIBE, correlation, code::OK).await?;
@@ -885,11 +1089,12 @@ impl Conn {
     /// Sends every subscription what its credit allows: one `deliver` per chunk (split
     /// to fit frame_max).
     async fn deliver_all(&mut self) -> Result<(), End> {
+        self.check_deleted().await?;
         let ids: Vec<u8> = self.subscriptions.keys().copied().collect();
         let budget = (self.frame_max as usize).saturating_sub(64).max(4096);
         for id in ids {
             while let Some(s) = self.subscriptions.get(&id) {
-                if s.credit == 0 {
+                if s.credit == 0 || !s.reading {
                     break;
                 }
                 let (queue, next, filter) = (s.queue.clone(), s.next, s.filter.clone());
@@ -942,33 +1147,15 @@ impl Conn {
         // (or a queue of another type), the declare's equivalence check fails:
         // precondition failed, as RabbitMQ answers.
         let existed = vhost.queue(&name, STREAM_CONNECTION).is_ok();
-        let mut arguments = FieldTable::default();
+        let Some(mut arguments) = stream_arguments(args) else {
+            return self
+                .respond(key::CREATE, correlation, code::PRECONDITION_FAILED)
+                .await;
+        };
         arguments.insert(
             "x-queue-type".into(),
             AMQPValue::LongString("stream".into()),
         );
-        for (k, v) in args {
-            let k = if k.starts_with("x-") {
-                k
-            } else {
-                format!("x-{k}")
-            };
-            let value = match k.as_str() {
-                "x-max-length-bytes"
-                | "x-stream-max-segment-size-bytes"
-                | "x-initial-cluster-size"
-                | "x-stream-filter-size-bytes" => match v.parse::<i64>() {
-                    Ok(n) => AMQPValue::LongLongInt(n),
-                    Err(_) => {
-                        return self
-                            .respond(key::CREATE, correlation, code::PRECONDITION_FAILED)
-                            .await
-                    }
-                },
-                _ => AMQPValue::LongString(v.into()),
-            };
-            arguments.insert(k.into(), value);
-        }
         let options = warren_broker::QueueOptions {
             name: name.clone(),
             passive: false,
@@ -1033,5 +1220,259 @@ impl Conn {
             }
         }
         self.send(w.finish()).await
+    }
+
+    /// Ends subscription `id` (and its single-active-consumer membership).
+    fn unsubscribe(&mut self, id: u8) -> bool {
+        let Some(s) = self.subscriptions.remove(&id) else {
+            return false;
+        };
+        s.queue.stream_unlisten(s.listener);
+        if let Some(g) = &s.group {
+            self.shared.groups.unregister(g, self.id, id);
+        }
+        true
+    }
+
+    /// Drops the publishers and subscriptions of deleted streams and tells the client
+    /// with one `metadata update` (stream not available) per stream, as RabbitMQ does.
+    async fn check_deleted(&mut self) -> Result<(), End> {
+        let mut gone: Vec<String> = Vec::new();
+        let subs: Vec<u8> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| s.queue.is_deleted())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in subs {
+            if let Some(s) = self.subscriptions.get(&id) {
+                if !gone.contains(&s.queue.name) {
+                    gone.push(s.queue.name.clone());
+                }
+            }
+            self.unsubscribe(id);
+        }
+        let pubs: Vec<u8> = self
+            .publishers
+            .iter()
+            .filter(|(_, p)| p.queue.is_deleted())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in pubs {
+            if let Some(p) = self.publishers.remove(&id) {
+                if !gone.contains(&p.queue.name) {
+                    gone.push(p.queue.name.clone());
+                }
+            }
+        }
+        for name in gone {
+            let mut w = Writer::command(key::METADATA_UPDATE, 1);
+            w.u16(code::STREAM_NOT_AVAILABLE).str(&name);
+            self.send(w.finish()).await?;
+        }
+        Ok(())
+    }
+
+    /// The coordinator changed a subscription's state: tell the client with a
+    /// `consumer update` request; chunks flow once it answers.
+    async fn consumer_update(&mut self, notice: Notice) -> Result<(), End> {
+        let Some(s) = self.subscriptions.get_mut(&notice.subscription) else {
+            return Ok(());
+        };
+        s.active = notice.active;
+        if !notice.active {
+            s.reading = false;
+        }
+        self.correlation = self.correlation.wrapping_add(1);
+        let correlation = self.correlation;
+        self.updates
+            .insert(correlation, (notice.subscription, notice.stepping_down));
+        let mut w = Writer::command(key::CONSUMER_UPDATE, 1);
+        w.u32(correlation)
+            .u8(notice.subscription)
+            .u8(u8::from(notice.active));
+        self.send(w.finish()).await
+    }
+
+    /// The client's answer to a `consumer update`: an active subscription starts reading
+    /// where the answer says (or where it asked when subscribing); a subscription that
+    /// stepped down lets its group move on.
+    async fn consumer_update_answer(&mut self, r: &mut Reader<'_>) -> Result<(), End> {
+        let correlation = r.u32()?;
+        let _code = r.u16()?;
+        let answered = match r.u16()? {
+            1 => Some(OffsetSpec::First),
+            2 => Some(OffsetSpec::Last),
+            3 => Some(OffsetSpec::Next),
+            4 => Some(OffsetSpec::Offset(r.u64()?.min(i64::MAX as u64) as i64)),
+            5 => Some(OffsetSpec::Timestamp(r.i64()?.max(0) as u64)),
+            _ => None,
+        };
+        let Some((id, stepping_down)) = self.updates.remove(&correlation) else {
+            return Ok(());
+        };
+        let Some(s) = self.subscriptions.get_mut(&id) else {
+            return Ok(());
+        };
+        if s.active {
+            let spec = answered.unwrap_or(s.spec);
+            let queue = s.queue.clone();
+            let next = queue.with_stream_log(|l| l.start_offset(spec)).unwrap_or(0);
+            if let Some(s) = self.subscriptions.get_mut(&id) {
+                s.next = next;
+                s.reading = true;
+            }
+            self.deliver_all().await
+        } else {
+            if stepping_down {
+                if let Some(g) = s.group.clone() {
+                    self.shared.groups.activate(&g, self.id, id);
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// Reads a list of strings (`count` then each).
+    fn strings(r: &mut Reader<'_>) -> Result<Vec<String>, End> {
+        let n = r.count(2)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(r.str()?);
+        }
+        Ok(out)
+    }
+
+    async fn respond_streams(
+        &mut self,
+        k: u16,
+        correlation: u32,
+        c: u16,
+        streams: &[String],
+    ) -> Result<(), End> {
+        let mut w = Writer::response(k, correlation, c);
+        w.u32(streams.len() as u32);
+        for s in streams {
+            w.str(s);
+        }
+        self.send(w.finish()).await
+    }
+
+    /// `route`: the partitions of a super stream a routing key goes to.
+    async fn route(&mut self, r: &mut Reader<'_>) -> Result<(), End> {
+        let correlation = r.u32()?;
+        let routing_key = r.str()?;
+        let super_stream = r.str()?;
+        let (vhost, grant) = self.opened()?;
+        let (c, streams) = if grant
+            .check_write(Resource::Exchange, &super_stream)
+            .is_err()
+        {
+            (code::ACCESS_REFUSED, Vec::new())
+        } else {
+            match vhost.super_stream_route(&super_stream, &routing_key) {
+                None => (code::STREAM_DOES_NOT_EXIST, Vec::new()),
+                Some(streams)
+                    if streams
+                        .iter()
+                        .all(|s| grant.check_write(Resource::Queue, s).is_ok()) =>
+                {
+                    (code::OK, streams)
+                }
+                Some(_) => (code::ACCESS_REFUSED, Vec::new()),
+            }
+        };
+        self.respond_streams(key::ROUTE, correlation, c, &streams)
+            .await
+    }
+
+    /// `partitions`: a super stream's partitions, in order.
+    async fn partitions(&mut self, r: &mut Reader<'_>) -> Result<(), End> {
+        let correlation = r.u32()?;
+        let super_stream = r.str()?;
+        let (vhost, grant) = self.opened()?;
+        let readable_or_writable = |kind, name: &str| {
+            grant.check_read(kind, name).is_ok() || grant.check_write(kind, name).is_ok()
+        };
+        let (c, streams) = if !readable_or_writable(Resource::Exchange, &super_stream) {
+            (code::ACCESS_REFUSED, Vec::new())
+        } else {
+            match vhost.super_stream_partitions(&super_stream) {
+                None => (code::STREAM_DOES_NOT_EXIST, Vec::new()),
+                Some(streams)
+                    if streams
+                        .iter()
+                        .all(|s| readable_or_writable(Resource::Queue, s)) =>
+                {
+                    (code::OK, streams)
+                }
+                Some(_) => (code::ACCESS_REFUSED, Vec::new()),
+            }
+        };
+        self.respond_streams(key::PARTITIONS, correlation, c, &streams)
+            .await
+    }
+
+    /// `create super stream` (RabbitMQ 3.13).
+    async fn create_super_stream(&mut self, r: &mut Reader<'_>) -> Result<(), End> {
+        let correlation = r.u32()?;
+        let name = r.str()?;
+        let partitions = Self::strings(r)?;
+        let binding_keys = Self::strings(r)?;
+        let args = r.map()?;
+        let (vhost, grant) = self.opened()?;
+        let (vhost, grant) = (vhost.clone(), grant.clone());
+        let permitted = grant.check_configure(Resource::Exchange, &name).is_ok()
+            && partitions
+                .iter()
+                .all(|p| grant.check_configure(Resource::Queue, p).is_ok());
+        let c = if !permitted {
+            code::ACCESS_REFUSED
+        } else if let Some(arguments) = stream_arguments(args) {
+            use warren_broker::super_stream::SuperStreamError;
+            match vhost.create_super_stream(&name, &partitions, &binding_keys, &arguments) {
+                Ok(()) => code::OK,
+                Err(SuperStreamError::AlreadyExists(why)) => {
+                    debug!(super_stream = %name, %why, "super stream create refused");
+                    code::STREAM_ALREADY_EXISTS
+                }
+                Err(e) => {
+                    debug!(super_stream = %name, error = %e, "super stream create refused");
+                    code::PRECONDITION_FAILED
+                }
+            }
+        } else {
+            code::PRECONDITION_FAILED
+        };
+        self.respond(key::CREATE_SUPER_STREAM, correlation, c).await
+    }
+
+    /// `delete super stream` (RabbitMQ 3.13): the exchange and its partitions.
+    async fn delete_super_stream(&mut self, r: &mut Reader<'_>) -> Result<(), End> {
+        let correlation = r.u32()?;
+        let name = r.str()?;
+        let (vhost, grant) = self.opened()?;
+        let (vhost, grant) = (vhost.clone(), grant.clone());
+        let c = if grant.check_configure(Resource::Exchange, &name).is_err() {
+            code::ACCESS_REFUSED
+        } else {
+            match vhost.super_stream_partitions(&name) {
+                None => code::STREAM_DOES_NOT_EXIST,
+                Some(parts)
+                    if !parts
+                        .iter()
+                        .all(|p| grant.check_configure(Resource::Queue, p).is_ok()) =>
+                {
+                    code::ACCESS_REFUSED
+                }
+                Some(_) => {
+                    vhost.delete_super_stream(&name);
+                    code::OK
+                }
+            }
+        };
+        self.respond(key::DELETE_SUPER_STREAM, correlation, c)
+            .await?;
+        self.check_deleted().await
     }
 }
