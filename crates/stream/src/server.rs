@@ -83,6 +83,8 @@ struct Shared {
     port: u16,
     /// Single active consumer groups (all listeners).
     groups: Arc<sac::Groups>,
+    /// Recently sent chunks (all listeners).
+    chunks: Arc<ChunkCache>,
     /// Connection ids (all listeners).
     ids: Arc<AtomicU64>,
 }
@@ -136,6 +138,7 @@ pub async fn start_with_tls(
         (host, port)
     };
     let groups = Arc::new(sac::Groups::default());
+    let chunks = Arc::new(ChunkCache::default());
     let ids = Arc::new(AtomicU64::new(1));
     let (stop, stopped) = watch::channel(false);
     let (host, port) = advertised(local_addr, cfg.advertised_port);
@@ -144,6 +147,7 @@ pub async fn start_with_tls(
         host,
         port,
         groups: groups.clone(),
+        chunks: chunks.clone(),
         ids: ids.clone(),
     });
     tokio::spawn(accept(listener, shared, None, stopped.clone()));
@@ -155,6 +159,7 @@ pub async fn start_with_tls(
             host,
             port,
             groups,
+            chunks,
             ids,
         });
         tokio::spawn(accept(l, shared, Some(acceptor), stopped));
@@ -215,6 +220,67 @@ async fn accept(
                 }
             },
             _ = stopped.changed() => break,
+        }
+    }
+}
+
+/// How many bytes of encoded chunks [`ChunkCache`] keeps (a chunk is at most about a
+/// megabyte).
+const CACHED_CHUNK_BYTES: usize = 32 << 20;
+
+/// The osiris chunks most recently sent, by stream and first offset, so that readers
+/// of the same part of a stream (several consumers from `first`, say) encode each chunk
+/// once. What a stream holds at an offset never changes, so an entry stays right for as
+/// long as its stream exists; holding the `Arc<Queue>` keeps a deleted stream's address
+/// from being taken by a new one while its chunks are cached.
+#[derive(Default)]
+struct ChunkCache {
+    inner: std::sync::Mutex<CachedChunks>,
+}
+
+/// A cached chunk: its stream (kept alive), message count and bytes.
+type CachedChunk = (Arc<Queue>, u64, Arc<Vec<u8>>);
+
+/// [`ChunkCache`]'s state: chunks by (stream address, first offset), their order of
+/// arrival, and their total size.
+#[derive(Default)]
+struct CachedChunks {
+    chunks: HashMap<(usize, u64), CachedChunk>,
+    order: std::collections::VecDeque<(usize, u64)>,
+    bytes: usize,
+}
+
+impl ChunkCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CachedChunks> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// The chunk of `queue` starting at `first`: its message count and bytes.
+    fn get(&self, queue: &Arc<Queue>, first: u64) -> Option<(u64, Arc<Vec<u8>>)> {
+        let g = self.lock();
+        let (q, count, bytes) = g.chunks.get(&(Arc::as_ptr(queue) as usize, first))?;
+        Arc::ptr_eq(q, queue).then(|| (*count, bytes.clone()))
+    }
+
+    fn put(&self, queue: &Arc<Queue>, first: u64, count: u64, bytes: Arc<Vec<u8>>) {
+        let key = (Arc::as_ptr(queue) as usize, first);
+        let mut g = self.lock();
+        let size = bytes.len();
+        match g.chunks.insert(key, (queue.clone(), count, bytes)) {
+            None => g.order.push_back(key),
+            Some((_, _, replaced)) => g.bytes -= replaced.len(),
+        }
+        g.bytes += size;
+        while g.bytes > CACHED_CHUNK_BYTES {
+            let Some(old) = g.order.pop_front() else {
+                break;
+            };
+            if let Some((_, _, evicted)) = g.chunks.remove(&old) {
+                g.bytes -= evicted.len();
+            }
         }
     }
 }
@@ -454,17 +520,15 @@ fn take_frame(buf: &mut bytes::BytesMut, frame_max: u32) -> Result<Option<bytes:
     Ok(Some(frame))
 }
 
-/// The AMQP 1.0 encoding of a stored message, as a stream client receives it.
+/// The AMQP 1.0 encoding of a stored message, as a stream client receives it: without
+/// the `x-stream-offset` header the engine adds for AMQP 0-9-1 consumers (it would be a
+/// message annotation; stream clients get offsets from the chunk).
 fn wire_message(m: &Message) -> Vec<u8> {
-    let plain;
-    let m = match m.without_header(OFFSET_HEADER) {
-        Some(stripped) => {
-            plain = stripped;
-            &plain
-        }
-        None => m,
-    };
-    amqp10::encode(&amqp10::from_amqp091(m))
+    let mut converted = amqp10::from_amqp091(m);
+    converted
+        .message_annotations
+        .retain(|(k, _)| !matches!(k, amqp10::Value::Symbol(s) if s == OFFSET_HEADER));
+    amqp10::encode(&converted)
 }
 
 /// The queue arguments of a stream created through the protocol: its text arguments
@@ -1098,35 +1162,66 @@ impl Conn {
                     break;
                 }
                 let (queue, next, filter) = (s.queue.clone(), s.next, s.filter.clone());
-                let entries = match queue.with_stream_log(|l| l.read_chunk(next, filter.as_ref())) {
-                    Some(Ok(Some(e))) if !e.is_empty() => e,
-                    Some(Err(e)) => {
-                        warn!(stream = %queue.name, error = %e, "cannot read a stream chunk");
-                        break;
-                    }
-                    _ => break,
+                // A chunk another reader was just sent, unless retention removed it (a
+                // filtered subscription reads the log: it may skip the chunk).
+                let hit = if filter.is_none() {
+                    self.shared.chunks.get(&queue, next).filter(|(_, bytes)| {
+                        bytes.len() <= budget + 64
+                            && queue
+                                .with_stream_log(|l| l.first_offset() <= next)
+                                .unwrap_or(false)
+                    })
+                } else {
+                    None
                 };
-                // As many entries as fit in one frame (at least one).
-                let mut messages = Vec::new();
-                let mut size = 0usize;
-                for e in &entries {
-                    let m = wire_message(&e.message);
-                    if !messages.is_empty() && size + m.len() + 4 > budget {
-                        break;
+                let (first, count, bytes) = match hit {
+                    Some((count, bytes)) => (next, count, bytes),
+                    None => {
+                        let entries = match queue
+                            .with_stream_log(|l| l.read_chunk(next, filter.as_ref()))
+                        {
+                            Some(Ok(Some(e))) if !e.is_empty() => e,
+                            Some(Err(e)) => {
+                                warn!(stream = %queue.name, error = %e, "cannot read a stream chunk");
+                                break;
+                            }
+                            _ => break,
+                        };
+                        let first = entries[0].offset;
+                        // As many entries as fit in one frame (at least one).
+                        let mut messages = Vec::new();
+                        let mut size = 0usize;
+                        for e in &entries {
+                            let m = wire_message(&e.message);
+                            if !messages.is_empty() && size + m.len() + 4 > budget {
+                                break;
+                            }
+                            size += m.len() + 4;
+                            messages.push(m);
+                        }
+                        let count = messages.len() as u64;
+                        let bytes = Arc::new(crate::protocol::chunk(
+                            first,
+                            entries[0].timestamp,
+                            &messages,
+                        ));
+                        self.shared.chunks.put(&queue, first, count, bytes.clone());
+                        (first, count, bytes)
                     }
-                    size += m.len() + 4;
-                    messages.push(m);
-                }
-                let first = entries[0].offset;
-                let ts = entries[0].timestamp;
-                let count = messages.len() as u64;
-                let mut w = Writer::command(key::DELIVER, 1);
-                w.u8(id).raw(&crate::protocol::chunk(first, ts, &messages));
+                };
                 if let Some(s) = self.subscriptions.get_mut(&id) {
                     s.next = first + count;
                     s.credit -= 1;
                 }
-                self.send(w.finish()).await?;
+                // The frame's head, then the shared chunk (not copied into the frame).
+                let mut w = Writer::command(key::DELIVER, 1);
+                w.u8(id);
+                let mut head = w.finish();
+                let size = (head.len() - 4 + bytes.len()) as u32;
+                head[..4].copy_from_slice(&size.to_be_bytes());
+                self.out.write_all(&head).await?;
+                self.out.write_all(&bytes).await?;
+                self.last_write = Instant::now();
             }
         }
         Ok(())
@@ -1474,5 +1569,51 @@ impl Conn {
         self.respond(key::DELETE_SUPER_STREAM, correlation, c)
             .await?;
         self.check_deleted().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(v: &VHost, name: &str) -> Arc<Queue> {
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("stream".into()),
+        );
+        v.declare_queue(
+            warren_broker::QueueOptions {
+                name: name.into(),
+                passive: false,
+                durable: true,
+                exclusive: false,
+                auto_delete: false,
+                arguments,
+            },
+            0,
+        )
+        .unwrap()
+        .0
+    }
+
+    #[test]
+    fn chunk_cache_is_per_stream_and_bounded_in_bytes() {
+        let v = VHost::new("/");
+        let (a, b) = (stream(&v, "a"), stream(&v, "b"));
+        let cache = ChunkCache::default();
+        cache.put(&a, 0, 10, Arc::new(vec![1; 100]));
+        assert_eq!(cache.get(&a, 0).map(|(n, c)| (n, c.len())), Some((10, 100)));
+        assert!(cache.get(&b, 0).is_none(), "another stream");
+        assert!(cache.get(&a, 10).is_none(), "another offset");
+        // Past the byte bound the oldest chunks go.
+        let big = CACHED_CHUNK_BYTES / 4 + 1;
+        for i in 1..=4u64 {
+            cache.put(&b, i * 100, 1, Arc::new(vec![0; big]));
+        }
+        assert!(cache.get(&a, 0).is_none());
+        assert!(cache.get(&b, 100).is_none());
+        assert!(cache.get(&b, 400).is_some());
+        assert!(cache.lock().bytes <= CACHED_CHUNK_BYTES);
     }
 }
