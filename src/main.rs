@@ -171,6 +171,7 @@ fn main() -> ExitCode {
         "rabbitmqctl" => return tool(Tool::Ctl, &rest(1)),
         "rabbitmq-diagnostics" => return tool(Tool::Diagnostics, &rest(1)),
         "rabbitmq-plugins" => return tool(Tool::Plugins, &rest(1)),
+        "rabbitmq-streams" => return tool(Tool::Streams, &rest(1)),
         "rabbitmq-server" => return rabbitmq_server(&rest(1)),
         "rabbitmqadmin" => return rabbitmqadmin(&rest(1)),
         _ => {}
@@ -179,6 +180,7 @@ fn main() -> ExitCode {
         Some("ctl") => return tool(Tool::Ctl, &rest(2)),
         Some("diagnostics") => return tool(Tool::Diagnostics, &rest(2)),
         Some("plugins") => return tool(Tool::Plugins, &rest(2)),
+        Some("streams") => return tool(Tool::Streams, &rest(2)),
         Some("admin") => return rabbitmqadmin(&rest(2)),
         Some("install-links") => return install_links(args.get(2).map(String::as_str)),
         _ => {}
@@ -238,7 +240,8 @@ fn rabbitmqadmin(args: &[String]) -> ExitCode {
 }
 
 /// `warren install-links DIR`: `rabbitmq-server`, `rabbitmqctl`, `rabbitmq-diagnostics`,
-/// `rabbitmq-plugins` and `rabbitmqadmin` as symbolic links to this binary.
+/// `rabbitmq-plugins`, `rabbitmq-streams` and `rabbitmqadmin` as symbolic links to this
+/// binary.
 fn install_links(dir: Option<&str>) -> ExitCode {
     let Some(dir) = dir else {
         eprintln!("usage: warren install-links DIR");
@@ -260,6 +263,7 @@ fn install_links(dir: Option<&str>) -> ExitCode {
         "rabbitmqctl",
         "rabbitmq-diagnostics",
         "rabbitmq-plugins",
+        "rabbitmq-streams",
         "rabbitmqadmin",
     ] {
         let link = std::path::Path::new(dir).join(name);

@@ -20,6 +20,8 @@ pub enum Tool {
     Diagnostics,
     /// `rabbitmq-plugins`.
     Plugins,
+    /// `rabbitmq-streams`.
+    Streams,
 }
 
 impl Tool {
@@ -28,6 +30,7 @@ impl Tool {
             Tool::Ctl => "rabbitmqctl",
             Tool::Diagnostics => "rabbitmq-diagnostics",
             Tool::Plugins => "rabbitmq-plugins",
+            Tool::Streams => "rabbitmq-streams",
         }
     }
 }
@@ -54,6 +57,14 @@ const VALUED: &[&str] = &[
     "description",
     "tags",
     "default-queue-type",
+    "partitions",
+    "routing-keys",
+    "binding-keys",
+    "max-length-bytes",
+    "max-age",
+    "stream-max-segment-size-bytes",
+    "leader-locator",
+    "initial-cluster-size",
 ];
 
 fn parse(args: &[String]) -> Result<Invocation, String> {
@@ -162,6 +173,10 @@ const DIAGNOSTICS_COMMANDS: &str = "\
     resolve_hostname resolver_info list_feature_flags reclaim_quorum_memory \
     node_health_check";
 
+/// rabbitmq-streams' commands that Warren has (super streams; 3.10's listing commands
+/// for stream connections, publishers and consumers are not implemented).
+const STREAMS_COMMANDS: &str = "autocomplete help version add_super_stream delete_super_stream";
+
 /// Messages of argument errors: rabbitmqctl prints them without the banner, as
 /// "Error (argument validation): ..." followed by the arguments given.
 fn is_argument_error(reply: &Reply) -> bool {
@@ -218,6 +233,11 @@ fn validate(req: &Request) -> Result<(), (i32, String)> {
                 _ => Ok(()),
             }
         }
+        "add_super_stream" => {
+            count(1, 1)?;
+            crate::streams::validate(&req.options).map_err(|m| (exit::USAGE, m))
+        }
+        "delete_super_stream" => count(1, 1),
         "import_definitions" => {
             count(1, 1)?;
             match path() {
@@ -250,6 +270,7 @@ pub async fn run(tool: Tool, args: &[String]) -> i32 {
     }
     let known = match tool {
         Tool::Diagnostics => DIAGNOSTICS_COMMANDS,
+        Tool::Streams => STREAMS_COMMANDS,
         _ => CTL_COMMANDS,
     };
     if !known.split_whitespace().any(|c| c == inv.request.command) {
@@ -403,6 +424,8 @@ fn banner(req: &Request, node: &str) -> Option<String> {
         "authenticate_user" => format!("Authenticating user \"{}\" ...", a(0)),
         "set_user_tags" => format!("Setting tags for user \"{}\" to [{}] ...", a(0), req.args.get(1..).unwrap_or(&[]).join(", ")),
         "add_vhost" => format!("Adding vhost \"{}\" ...", a(0)),
+        "add_super_stream" => "Adding a super stream (experimental feature)...".into(),
+        "delete_super_stream" => "Deleting a super stream (experimental feature)...".into(),
         "delete_vhost" => format!("Deleting vhost \"{}\" ...", a(0)),
         "set_permissions" => format!("Setting permissions for user \"{}\" in vhost \"{vhost}\" ...", a(0)),
         "clear_permissions" => format!("Clearing permissions for user \"{}\" in vhost \"{vhost}\" ...", a(0)),

@@ -12,3 +12,4 @@ pub mod conf;
 pub mod node;
 pub mod protocol;
 pub mod server;
+pub mod streams;

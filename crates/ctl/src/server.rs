@@ -733,6 +733,33 @@ async fn run(
             }
         }
         "delete_vhost" => done(admin.delete_vhost(arg(req, 0, "<vhost>")?).map(|_| ())),
+        "add_super_stream" => {
+            let name = arg(req, 0, "<name>")?;
+            let v = need_vhost()?;
+            let (partitions, keys) = crate::streams::layout(name, &req.options);
+            let arguments = crate::streams::arguments(&req.options);
+            match v.create_super_stream(name, &partitions, &keys, &arguments) {
+                Ok(()) => Reply::text(format!("Super stream {name} has been created")),
+                // RabbitMQ 3.10 prints the Erlang error term.
+                Err(e) => {
+                    use warren_broker::super_stream::SuperStreamError as E;
+                    let term = match &e {
+                        E::AlreadyExists(m) => format!("{{:reference_already_exists, '{m}'}}"),
+                        E::Invalid(m) => format!("{{:validation_failed, '{m}'}}"),
+                        E::Engine(e) => format!("{{:internal_error, '{e}'}}"),
+                    };
+                    Reply::error(exit::SOFTWARE, term)
+                }
+            }
+        }
+        "delete_super_stream" => {
+            let name = arg(req, 0, "<name>")?;
+            let v = need_vhost()?;
+            match v.delete_super_stream(name) {
+                Some(_) => Reply::text(format!("Super stream {name} has been deleted")),
+                None => Reply::error(exit::SOFTWARE, "stream_not_found"),
+            }
+        }
         "set_permissions" => {
             let user = arg(req, 0, "<username>")?;
             let (c, w, r) = (
