@@ -1,9 +1,25 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, lints, unit and integration tests, then the pika
-# conformance suite against a release build of Warren started on a free port.
+# conformance suite against a release build of Warren started on a free port, and the
+# management web UI's tests in headless Chromium.
 # Installs what it needs (Python packages in a virtualenv under target/).
 set -euo pipefail
 cd "$(dirname "$0")"
+
+# The management web UI's browser tests (tests/ui) drive Debian's chromium through its
+# chromedriver. Installing them takes a while on a fresh machine: it runs in the
+# background during the build, and the UI tests wait for it (and fail if it failed).
+mkdir -p target
+ui_apt_log=target/ui-apt.log
+ui_apt_pid=""
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  (
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=600 install -y chromium chromium-driver ||
+      { apt-get update && apt-get -o DPkg::Lock::Timeout=600 install -y chromium chromium-driver; }
+  ) </dev/null >"$ui_apt_log" 2>&1 &
+  ui_apt_pid=$!
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -120,6 +136,24 @@ export RABBITMQADMIN_NATIVE="$admin_links/rabbitmqadmin"
 export RABBITMQCTL="env WARREN_CONTROL_DIR=$data/ctl $admin_links/rabbitmqctl -n warren-conformance"
 
 MANAGEMENT_URL="${MANAGEMENT_URL:-http://127.0.0.1:$mport}" AMQP_URL="amqp://guest:guest@$addr/%2F" "$venv/bin/python" -m pytest -q -p no:cacheprovider conformance/
+
+echo "== management web UI in headless Chromium (tests/ui)"
+if [ -n "$ui_apt_pid" ]; then
+  wait "$ui_apt_pid" || true
+fi
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  cat "$ui_apt_log" 2>/dev/null || true
+  echo "FAILED: chromium and chromium-driver could not be installed; the web UI tests cannot run"
+  exit 1
+fi
+uivenv=target/ui-venv
+if [ ! -x "$uivenv/bin/python" ]; then
+  python3 -m venv "$uivenv"
+fi
+"$uivenv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/ui/requirements.txt
+# A Warren of their own (they import definitions and add users); screenshots go to
+# target/ui-screenshots/.
+WARREN_BIN="$PWD/target/release/warren" "$uivenv/bin/python" -m pytest -q -p no:cacheprovider tests/ui
 
 echo "== pytest-rabbitmq fixtures driving Warren as rabbitmq-server / rabbitmqctl"
 fxvenv=target/fixture-venv

@@ -1023,3 +1023,157 @@ async fn channels_and_connection_counters_are_exact() {
     let (_, list) = api.get("/api/channels").await;
     assert_eq!(list, json!([]));
 }
+
+/// The web UI: `/` and its assets come from the management listener with their content
+/// types, a validator and no caching without revalidation; `/api/...` keeps the API's
+/// JSON 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_ui_is_served_next_to_the_api() {
+    let (api, _broker) = Api::start().await;
+    let fetch = |path: &'static str| {
+        let req = api.client.get(api.url(path));
+        async move { req.send().await.expect("HTTP request") }
+    };
+    let index = fetch("/").await;
+    assert_eq!(index.status(), StatusCode::OK);
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(header(&index, "content-type"), "text/html; charset=utf-8");
+    assert_eq!(header(&index, "cache-control"), "no-cache");
+    assert!(header(&index, "content-security-policy").contains("script-src 'self'"));
+    let etag = header(&index, "etag");
+    assert!(etag.starts_with('"') && etag.len() == 18, "{etag}");
+    let html = index.text().await.unwrap();
+    assert!(html.contains("<title>Warren Management</title>"));
+    for asset in ["js/app.js", "css/app.css", "img/favicon.svg"] {
+        assert!(html.contains(asset), "index.html links {asset}");
+    }
+    assert_eq!(fetch("/index.html").await.text().await.unwrap(), html);
+
+    for (path, content_type) in [
+        ("/js/app.js", "text/javascript; charset=utf-8"),
+        ("/css/app.css", "text/css; charset=utf-8"),
+        ("/img/favicon.svg", "image/svg+xml"),
+    ] {
+        let r = fetch(path).await;
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert_eq!(header(&r, "content-type"), content_type, "{path}");
+        assert_eq!(header(&r, "x-content-type-options"), "nosniff");
+        assert!(!r.bytes().await.unwrap().is_empty());
+    }
+    // The whole UI is small (docs/management.md states its weight).
+    assert!(warren_management::ui::page_weight() < 150_000);
+
+    // A revalidation with the current tag is a 304 without a body.
+    let again = api
+        .client
+        .get(api.url("/"))
+        .header("if-none-match", etag.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(header(&again, "etag"), etag);
+
+    // The API's own 404 is unchanged under /api, and the UI needs no login to load.
+    let missing = fetch("/api/unknown").await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(header(&missing, "content-type"), "application/json");
+    assert_eq!(
+        missing.json::<Value>().await.unwrap(),
+        json!({"error": "Object Not Found", "reason": "Not Found"})
+    );
+    assert_eq!(fetch("/no-such-page").await.status(), StatusCode::NOT_FOUND);
+
+    // A 401 offers Basic auth to curl, but not to the page's own calls (no browser
+    // dialog over the login form).
+    let refused = |marked: bool| {
+        let mut req = api
+            .client
+            .get(api.url("/api/whoami"))
+            .basic_auth("guest", Some("wrong"));
+        if marked {
+            req = req.header("x-requested-with", "XMLHttpRequest");
+        }
+        async move { req.send().await.expect("HTTP request") }
+    };
+    let plain = refused(false).await;
+    assert_eq!(plain.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        header(&plain, "www-authenticate"),
+        "Basic realm=\"RabbitMQ Management\""
+    );
+    let from_page = refused(true).await;
+    assert_eq!(from_page.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(header(&from_page, "www-authenticate"), "");
+    assert_eq!(
+        from_page.json::<Value>().await.unwrap(),
+        json!({"error": "not_authorized", "reason": "Login failed"})
+    );
+    assert_eq!(
+        fetch("/js/missing.js").await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// The overview page shows the node's uptime and the management listener's port, as
+/// RabbitMQ's API reports them: the uptime in milliseconds, the bound port rather than a
+/// configured port 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_report_uptime_and_the_bound_management_port() {
+    let (api, _broker) = Api::start().await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (status, nodes) = api.get("/api/nodes").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(nodes[0]["uptime"].as_u64().unwrap() >= 20, "{}", nodes[0]);
+    let (_, overview) = api.get("/api/overview").await;
+    let port = api.http.local_addr().port();
+    let http = overview["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["protocol"] == "http")
+        .cloned()
+        .unwrap();
+    assert_eq!(http["port"], json!(port));
+    assert_eq!(overview["contexts"][0]["port"], json!(port.to_string()));
+}
+
+/// `/api/overview`'s publisher confirms and unroutable drops are the channels' counters
+/// summed (as sampled every rate interval): the web UI's "Publisher confirm" line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overview_sums_the_channels_confirms_and_drops() {
+    let (api, broker) = Api::start().await;
+    let conn = broker.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    declare_queue(&ch, "oq").await;
+    publish_confirmed(&ch, "oq", 4).await;
+    ch.basic_publish(
+        ss(""),
+        ss("no-such-queue"),
+        BasicPublishOptions::default(),
+        b"m",
+        Default::default(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let mut stats = Value::Null;
+    for _ in 0..100 {
+        stats = api.get("/api/overview").await.1["message_stats"].clone();
+        if stats["confirm"] == json!(5) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(stats["confirm"], json!(5), "{stats}");
+    assert_eq!(stats["drop_unroutable"], json!(1), "{stats}");
+    assert_eq!(stats["return_unroutable"], json!(0), "{stats}");
+    assert!(stats["confirm_details"]["rate"].is_number());
+}

@@ -24,6 +24,7 @@ mod rates;
 mod resources;
 mod system;
 mod topology;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,16 +42,21 @@ pub struct AppState {
     pub admin: Admin,
     /// Message rates.
     pub rates: Arc<Rates>,
+    /// Where the plain-HTTP listener is bound, when this state serves it: `listeners`
+    /// reports this port rather than a configured port 0.
+    pub http_addr: Option<SocketAddr>,
 }
 
-/// The API's routes over `state`.
+/// The API's routes over `state`, and the web UI at `/`.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(system::routes())
         .merge(resources::routes())
         .merge(topology::routes())
         .merge(policies::routes())
+        .merge(ui::routes())
         .fallback(|| async { error::ApiError::not_found() })
+        .layer(axum::middleware::from_fn(ui::no_auth_prompt))
         .with_state(state)
 }
 
@@ -89,7 +95,7 @@ impl Drop for Running {
 pub async fn start(admin: Admin, listen: SocketAddr) -> std::io::Result<Running> {
     let listener = warren_server::bind(listen)?;
     let local_addr = listener.local_addr()?;
-    let running = launch(admin, listener, local_addr);
+    let running = launch(admin, listener, local_addr, Some(local_addr));
     tracing::info!(
         address = %local_addr,
         "Management plugin: HTTP (non-TLS) listener started on port {}",
@@ -144,7 +150,7 @@ pub async fn start_tls(
         local_addr,
         _handshakes: AbortOnDrop(handshakes),
     };
-    let running = launch(admin, listener, local_addr);
+    let running = launch(admin, listener, local_addr, None);
     tracing::info!(
         address = %local_addr,
         "Management plugin: HTTP (TLS) listener started on port {}",
@@ -211,7 +217,12 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsL
 }
 
 /// Starts the rate sampler and serves the API on `listener`.
-fn launch<L>(admin: Admin, listener: L, local_addr: SocketAddr) -> Running
+fn launch<L>(
+    admin: Admin,
+    listener: L,
+    local_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
+) -> Running
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
     PeerAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
@@ -219,7 +230,11 @@ where
     let interval = Duration::from_millis(admin.config().management.rate_interval_ms.max(100));
     let rates = Arc::new(Rates::default());
     let sampler = tokio::spawn(rates::sample(admin.clone(), rates.clone(), interval));
-    let app = router(AppState { admin, rates });
+    let app = router(AppState {
+        admin,
+        rates,
+        http_addr,
+    });
     let task = tokio::spawn(async move {
         let service = app.into_make_service_with_connect_info::<PeerAddr>();
         if let Err(e) = axum::serve(listener, service).await {

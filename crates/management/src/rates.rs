@@ -186,6 +186,33 @@ impl Rates {
             })
     }
 
+    /// The channel counters summed over the channels of `connections`, as sampled last,
+    /// with their rates per second, in [`CHANNEL_COUNTERS`] order: the node's publisher
+    /// confirms and unroutable messages for `/api/overview` (a closed channel's counts
+    /// leave the sum with it).
+    pub fn channel_sums(
+        &self,
+        connections: &std::collections::HashSet<u64>,
+    ) -> (Vec<u64>, Vec<f64>) {
+        let n = CHANNEL_COUNTERS.len();
+        let (mut totals, mut rates) = (vec![0u64; n], vec![0.0f64; n]);
+        let map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        for ((connection, _), counters) in map.iter() {
+            if !connections.contains(connection) {
+                continue;
+            }
+            if let Some((_, latest)) = &counters.latest {
+                for (t, v) in totals.iter_mut().zip(latest) {
+                    *t += v;
+                }
+            }
+            for (r, v) in rates.iter_mut().zip(counters.rates(n)) {
+                *r += v;
+            }
+        }
+        (totals, rates)
+    }
+
     /// The rates of one queue (zero until two samples exist).
     pub fn queue(&self, vhost: &str, name: &str) -> QueueRates {
         let map = self.queues.lock().unwrap_or_else(|e| e.into_inner());

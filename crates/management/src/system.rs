@@ -113,6 +113,14 @@ fn rabbitmq_version(state: &AppState) -> String {
     }
 }
 
+/// The management listener's address: the bound one when known (a configured port 0
+/// becomes the port the system chose), else the configured one.
+fn http_listen(state: &AppState) -> std::net::SocketAddr {
+    state
+        .http_addr
+        .unwrap_or(state.admin.config().management.listen)
+}
+
 fn listeners(state: &AppState) -> Value {
     let node = state.admin.node_name();
     let amqp = state.admin.amqp_addr();
@@ -126,7 +134,7 @@ fn listeners(state: &AppState) -> Value {
             "port": tls.port(), "socket_opts": {}
         }));
     }
-    let m = state.admin.config().management.listen;
+    let m = http_listen(state);
     out.push(json!({
         "node": node, "protocol": "http", "ip_address": m.ip().to_string(), "port": m.port(),
         "socket_opts": {"port": m.port()}
@@ -171,6 +179,18 @@ async fn overview(State(state): State<AppState>, caller: Caller) -> Json<Value> 
         .iter()
         .map(|c| c.stats.channels.load(std::sync::atomic::Ordering::Relaxed))
         .sum();
+    let ids = visible_conns.iter().map(|c| c.id).collect();
+    let (ch_totals, ch_rates) = state.rates.channel_sums(&ids);
+    let channel_stat = |name: &str| {
+        let i = crate::rates::CHANNEL_COUNTERS
+            .iter()
+            .position(|c| *c == name)
+            .unwrap_or(0);
+        (ch_totals[i], details(ch_rates[i]))
+    };
+    let (confirm, confirm_details) = channel_stat("confirm");
+    let (returned, returned_details) = channel_stat("return_unroutable");
+    let (dropped, dropped_details) = channel_stat("drop_unroutable");
     let (product_name, product_version) = product(&state);
     let node = state.admin.node_name();
     Json(json!({
@@ -199,9 +219,9 @@ async fn overview(State(state): State<AppState>, caller: Caller) -> Json<Value> 
             "get_empty": stats.get_empty, "get_empty_details": details(0.0),
             "redeliver": stats.redeliver, "redeliver_details": details(r_redel),
             "ack": stats.ack, "ack_details": details(r_ack),
-            "confirm": 0, "confirm_details": details(0.0),
-            "return_unroutable": 0, "return_unroutable_details": details(0.0),
-            "drop_unroutable": 0, "drop_unroutable_details": details(0.0),
+            "confirm": confirm, "confirm_details": confirm_details,
+            "return_unroutable": returned, "return_unroutable_details": returned_details,
+            "drop_unroutable": dropped, "drop_unroutable_details": dropped_details,
             "disk_reads": 0, "disk_reads_details": details(0.0),
             "disk_writes": 0, "disk_writes_details": details(0.0),
         },
@@ -222,7 +242,7 @@ async fn overview(State(state): State<AppState>, caller: Caller) -> Json<Value> 
         "statistics_db_node": node,
         "listeners": listeners(&state),
         "contexts": [{"node": node, "description": "RabbitMQ Management", "path": "/",
-                      "port": state.admin.config().management.listen.port().to_string()}],
+                      "port": http_listen(&state).port().to_string()}],
     }))
 }
 
@@ -311,7 +331,7 @@ fn node_json(state: &AppState) -> Value {
         "proc_used": 0,
         "proc_total": 0,
         "processors": std::thread::available_parallelism().map_or(1, |n| n.get()),
-        "uptime": 0,
+        "uptime": state.admin.uptime().as_millis() as u64,
         "os_pid": std::process::id().to_string(),
         "partitions": [],
         "applications": [],
@@ -327,7 +347,7 @@ fn node_json(state: &AppState) -> Value {
         "exchange_types": exchange_types(),
         "auth_mechanisms": auth_mechanisms(state),
         "contexts": [{"description": "RabbitMQ Management", "path": "/",
-                      "port": state.admin.config().management.listen.port().to_string()}],
+                      "port": http_listen(state).port().to_string()}],
     });
     if let Value::Object(m) = &mut node {
         m.extend(churn_json(state));
@@ -489,7 +509,7 @@ async fn check_alarms(State(state): State<AppState>, _: Caller) -> (StatusCode, 
 fn listener_ports(state: &AppState) -> Vec<(&'static str, u16)> {
     let mut ports = vec![
         ("amqp", state.admin.amqp_addr().port()),
-        ("http", state.admin.config().management.listen.port()),
+        ("http", http_listen(state).port()),
     ];
     if let Some(tls) = state.admin.amqps_addr() {
         ports.push(("amqp/ssl", tls.port()));

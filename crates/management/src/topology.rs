@@ -219,10 +219,17 @@ fn queues_of(
     let mut items = Vec::new();
     for v in visible_vhosts(state, caller, only)? {
         for queue in v.queues() {
-            items.push(queue_json(state, &v, &queue));
+            items.push((v.clone(), queue));
         }
     }
-    json::list(items, q).map(Json)
+    // Only the requested page is rendered when it can be (the web UI's queue list).
+    json::list_lazy(
+        items,
+        |(_, queue)| queue.name.as_str(),
+        |(v, queue)| queue_json(state, v, queue),
+        q,
+    )
+    .map(Json)
 }
 
 fn find_queue(
