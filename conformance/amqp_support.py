@@ -14,6 +14,7 @@ import contextlib
 import os
 import struct
 import time
+import urllib.parse
 import uuid
 
 import pika
@@ -436,3 +437,12 @@ def typed_headers(raw_properties):
         return None
     (n,) = struct.unpack_from(">I", raw_properties, off)
     return decode_field_table(raw_properties[off + 4:off + 4 + n])
+
+
+def stream_endpoint(url):
+    """rstream's connection keywords for a `rabbitmq-stream://user:pass@host:port/vhost`
+    URL (STREAM_URL)."""
+    u = urllib.parse.urlparse(url)
+    vhost = urllib.parse.unquote(u.path[1:]) if len(u.path) > 1 else "/"
+    return dict(host=u.hostname, port=u.port or 5552, username=urllib.parse.unquote(u.username or "guest"),
+                password=urllib.parse.unquote(u.password or "guest"), vhost=vhost)

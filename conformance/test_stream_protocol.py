@@ -12,7 +12,6 @@ active consumer are not covered (Warren does not implement them yet).
 import asyncio
 import os
 import time
-import urllib.parse
 
 import pika
 import pytest
@@ -21,17 +20,14 @@ rstream = pytest.importorskip("rstream")
 from rstream import (AMQPMessage, Consumer, ConsumerOffsetSpecification,  # noqa: E402
                      OffsetType, Producer, amqp_decoder)
 
-from amqp_support import eventually, uname  # noqa: E402
+from amqp_support import eventually, uname, stream_endpoint  # noqa: E402
 
 STREAM_URL = os.environ.get("STREAM_URL")
 pytestmark = pytest.mark.skipif(not STREAM_URL, reason="STREAM_URL is not set")
 
 
 def endpoint():
-    u = urllib.parse.urlparse(STREAM_URL)
-    vhost = urllib.parse.unquote(u.path[1:]) if len(u.path) > 1 else "/"
-    return dict(host=u.hostname, port=u.port or 5552, username=urllib.parse.unquote(u.username or "guest"),
-                password=urllib.parse.unquote(u.password or "guest"), vhost=vhost)
+    return stream_endpoint(STREAM_URL)
 
 
 def run(coro):

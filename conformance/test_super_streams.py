@@ -14,7 +14,6 @@ Warren every test runs.
 
 import asyncio
 import os
-import urllib.parse
 
 import pika
 import pytest
@@ -24,7 +23,7 @@ from rstream import (AMQPMessage, Consumer, ConsumerOffsetSpecification,  # noqa
                      OffsetSpecification, OffsetType, Producer, RouteType,
                      SuperStreamConsumer, SuperStreamProducer, amqp_decoder)
 
-from amqp_support import uname  # noqa: E402
+from amqp_support import uname, stream_endpoint  # noqa: E402
 
 STREAM_URL = os.environ.get("STREAM_URL")
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -32,10 +31,7 @@ pytestmark = pytest.mark.skipif(not STREAM_URL, reason="STREAM_URL is not set")
 
 
 def endpoint():
-    u = urllib.parse.urlparse(STREAM_URL)
-    vhost = urllib.parse.unquote(u.path[1:]) if len(u.path) > 1 else "/"
-    return dict(host=u.hostname, port=u.port or 5552, username=urllib.parse.unquote(u.username or "guest"),
-                password=urllib.parse.unquote(u.password or "guest"), vhost=vhost)
+    return stream_endpoint(STREAM_URL)
 
 
 def run(coro, timeout=30):

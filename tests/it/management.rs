@@ -82,23 +82,8 @@ async fn counts_are_exact_at_the_time_of_the_request() {
     let conn = broker.connect().await;
     let ch = conn.create_channel().await.unwrap();
     declare_queue(&ch, "exact").await;
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
     const N: u64 = 50;
-    for _ in 0..N {
-        ch.basic_publish(
-            ss(""),
-            ss("exact"),
-            BasicPublishOptions::default(),
-            b"m",
-            Default::default(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    }
+    publish_confirmed(&ch, "exact", N as usize).await;
     // No sleep: the count is read from the queue.
     let (status, q) = api.get("/api/queues/%2F/exact").await;
     assert_eq!(status, StatusCode::OK);
@@ -601,18 +586,24 @@ async fn publish_confirmed(ch: &lapin::Channel, queue: &str, n: usize) {
         .await
         .unwrap();
     for _ in 0..n {
-        ch.basic_publish(
-            ss(""),
-            ss(queue),
-            BasicPublishOptions::default(),
-            b"m",
-            Default::default(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+        publish_one(ch, queue).await;
     }
+}
+
+/// Publishes one message to `queue` through the default exchange and waits for its
+/// confirm (the channel is in confirm mode); a missing queue means it is dropped.
+async fn publish_one(ch: &lapin::Channel, queue: &str) {
+    ch.basic_publish(
+        ss(""),
+        ss(queue),
+        BasicPublishOptions::default(),
+        b"m",
+        Default::default(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -930,17 +921,7 @@ async fn channels_and_connection_counters_are_exact() {
     ch.basic_qos(7, BasicQosOptions::default()).await.unwrap();
     publish_confirmed(&ch, "chq", 5).await;
     // Unroutable, not mandatory: dropped (still confirmed).
-    ch.basic_publish(
-        ss(""),
-        ss("no-such-queue"),
-        BasicPublishOptions::default(),
-        b"m",
-        Default::default(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    publish_one(&ch, "no-such-queue").await;
     let got = ch
         .basic_get(ss("chq"), BasicGetOptions { no_ack: false })
         .await
@@ -1153,17 +1134,7 @@ async fn overview_sums_the_channels_confirms_and_drops() {
     let ch = conn.create_channel().await.unwrap();
     declare_queue(&ch, "oq").await;
     publish_confirmed(&ch, "oq", 4).await;
-    ch.basic_publish(
-        ss(""),
-        ss("no-such-queue"),
-        BasicPublishOptions::default(),
-        b"m",
-        Default::default(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    publish_one(&ch, "no-such-queue").await;
     let mut stats = Value::Null;
     for _ in 0..100 {
         stats = api.get("/api/overview").await.1["message_stats"].clone();

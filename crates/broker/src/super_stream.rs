@@ -55,6 +55,21 @@ fn partition_order(args: &FieldTable) -> Option<i64> {
     }
 }
 
+/// A super stream's exchange: durable, direct, `x-super-stream: true`.
+fn exchange_options(name: &str) -> ExchangeOptions {
+    let mut arguments = FieldTable::default();
+    arguments.insert(SUPER_STREAM_ARG.into(), AMQPValue::Boolean(true));
+    ExchangeOptions {
+        name: name.to_string(),
+        kind: "direct".into(),
+        passive: false,
+        durable: true,
+        auto_delete: false,
+        internal: false,
+        arguments,
+    }
+}
+
 impl VHost {
     /// The stream queues bound to super stream `name`, bindings with a partition order
     /// first in that order, then the others; `None` if there is no such exchange.
@@ -168,17 +183,7 @@ impl VHost {
                 "there is already a queue named {q}"
             )));
         }
-        let mut x_args = FieldTable::default();
-        x_args.insert(SUPER_STREAM_ARG.into(), AMQPValue::Boolean(true));
-        self.declare_exchange(&ExchangeOptions {
-            name: name.to_string(),
-            kind: "direct".into(),
-            passive: false,
-            durable: true,
-            auto_delete: false,
-            internal: false,
-            arguments: x_args,
-        })?;
+        self.declare_exchange(&exchange_options(name))?;
         let mut q_args = arguments.clone();
         q_args.insert(
             "x-queue-type".into(),
@@ -349,18 +354,8 @@ mod tests {
     #[test]
     fn declared_through_amqp_order_and_suffix() {
         let v = VHost::new("/");
-        let mut x_args = FieldTable::default();
-        x_args.insert(SUPER_STREAM_ARG.into(), AMQPValue::Boolean(true));
-        v.declare_exchange(&ExchangeOptions {
-            name: "ss".into(),
-            kind: "direct".into(),
-            passive: false,
-            durable: true,
-            auto_delete: false,
-            internal: false,
-            arguments: x_args,
-        })
-        .unwrap();
+        // What RabbitMQ's tools declare over AMQP 0-9-1.
+        v.declare_exchange(&exchange_options("ss")).unwrap();
         let mut s_args = FieldTable::default();
         s_args.insert(
             "x-queue-type".into(),

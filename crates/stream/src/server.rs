@@ -531,6 +531,24 @@ fn wire_message(m: &Message) -> Vec<u8> {
     amqp10::encode(&converted)
 }
 
+/// The answer to `route` or `partitions`, as RabbitMQ gives it: access refused (and no
+/// streams) without permission on the super stream or on any stream found, "stream does
+/// not exist" without the super stream, else the streams.
+fn super_stream_answer(
+    exchange_permitted: bool,
+    find: impl FnOnce() -> Option<Vec<String>>,
+    stream_permitted: impl Fn(&str) -> bool,
+) -> (u16, Vec<String>) {
+    if !exchange_permitted {
+        return (code::ACCESS_REFUSED, Vec::new());
+    }
+    match find() {
+        None => (code::STREAM_DOES_NOT_EXIST, Vec::new()),
+        Some(streams) if streams.iter().all(|s| stream_permitted(s)) => (code::OK, streams),
+        Some(_) => (code::ACCESS_REFUSED, Vec::new()),
+    }
+}
+
 /// The queue arguments of a stream created through the protocol: its text arguments
 /// (`max-age`, `max-length-bytes`...) as `x-` arguments, numbers as numbers; `None` if a
 /// number does not parse.
@@ -1453,35 +1471,25 @@ impl Conn {
         self.send(w.finish()).await
     }
 
-    /// `route`: the partitions of a super stream a routing key goes to.
+    /// `route`: the partitions of a super stream a routing key goes to (write
+    /// permission on the exchange and on each of them).
     async fn route(&mut self, r: &mut Reader<'_>) -> Result<(), End> {
         let correlation = r.u32()?;
         let routing_key = r.str()?;
         let super_stream = r.str()?;
         let (vhost, grant) = self.opened()?;
-        let (c, streams) = if grant
-            .check_write(Resource::Exchange, &super_stream)
-            .is_err()
-        {
-            (code::ACCESS_REFUSED, Vec::new())
-        } else {
-            match vhost.super_stream_route(&super_stream, &routing_key) {
-                None => (code::STREAM_DOES_NOT_EXIST, Vec::new()),
-                Some(streams)
-                    if streams
-                        .iter()
-                        .all(|s| grant.check_write(Resource::Queue, s).is_ok()) =>
-                {
-                    (code::OK, streams)
-                }
-                Some(_) => (code::ACCESS_REFUSED, Vec::new()),
-            }
-        };
+        let writable = |kind, name: &str| grant.check_write(kind, name).is_ok();
+        let (c, streams) = super_stream_answer(
+            writable(Resource::Exchange, &super_stream),
+            || vhost.super_stream_route(&super_stream, &routing_key),
+            |s| writable(Resource::Queue, s),
+        );
         self.respond_streams(key::ROUTE, correlation, c, &streams)
             .await
     }
 
-    /// `partitions`: a super stream's partitions, in order.
+    /// `partitions`: a super stream's partitions, in order (read or write permission on
+    /// the exchange and on each of them).
     async fn partitions(&mut self, r: &mut Reader<'_>) -> Result<(), End> {
         let correlation = r.u32()?;
         let super_stream = r.str()?;
@@ -1489,21 +1497,11 @@ impl Conn {
         let readable_or_writable = |kind, name: &str| {
             grant.check_read(kind, name).is_ok() || grant.check_write(kind, name).is_ok()
         };
-        let (c, streams) = if !readable_or_writable(Resource::Exchange, &super_stream) {
-            (code::ACCESS_REFUSED, Vec::new())
-        } else {
-            match vhost.super_stream_partitions(&super_stream) {
-                None => (code::STREAM_DOES_NOT_EXIST, Vec::new()),
-                Some(streams)
-                    if streams
-                        .iter()
-                        .all(|s| readable_or_writable(Resource::Queue, s)) =>
-                {
-                    (code::OK, streams)
-                }
-                Some(_) => (code::ACCESS_REFUSED, Vec::new()),
-            }
-        };
+        let (c, streams) = super_stream_answer(
+            readable_or_writable(Resource::Exchange, &super_stream),
+            || vhost.super_stream_partitions(&super_stream),
+            |s| readable_or_writable(Resource::Queue, s),
+        );
         self.respond_streams(key::PARTITIONS, correlation, c, &streams)
             .await
     }
