@@ -464,22 +464,7 @@ async fn prometheus_metrics_have_rabbitmqs_names() {
     let conn = broker.connect().await;
     let ch = conn.create_channel().await.unwrap();
     declare_queue(&ch, "metered").await;
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    for _ in 0..3 {
-        ch.basic_publish(
-            ss(""),
-            ss("metered"),
-            BasicPublishOptions::default(),
-            b"m",
-            Default::default(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    }
+    publish_confirmed(&ch, "metered", 3).await;
     let get = |path: &'static str| {
         let url = format!("http://{}{}", metrics.local_addr(), path);
         async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
