@@ -26,9 +26,10 @@ pub trait NodeControl: Send + Sync + 'static {
     /// `rabbitmqctl stop`: stop the node (as SIGTERM does).
     fn stop(&self);
 
-    /// The HTTP listeners the node has bound, as `(protocol, address)` with RabbitMQ's
-    /// protocol names (`http`, `https`, `http/prometheus`); `None` when the owner does
-    /// not know them, and the configured addresses are reported instead.
+    /// The listeners besides AMQP the node has bound, as `(protocol, address)` with
+    /// RabbitMQ's protocol names (`http`, `https`, `http/prometheus`, `stream`,
+    /// `stream/ssl`); `None` when the owner does not know them, and the configured HTTP
+    /// addresses are reported instead.
     fn http_listeners(&self) -> Option<Vec<(&'static str, SocketAddr)>> {
         None
     }
