@@ -498,12 +498,6 @@ fn serve(config: Config, node: String, strict_node: bool, ignored: Vec<String>) 
         if let Some(m) = &metrics {
             http.push(("http/prometheus", m.local_addr()));
         }
-        if let Some(s) = &stream {
-            http.push(("stream", s.local_addr()));
-            if let Some(tls) = s.tls_local_addr() {
-                http.push(("stream/ssl", tls));
-            }
-        }
         let control = warren_ctl::server::serve(
             server.admin(),
             &node,

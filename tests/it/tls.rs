@@ -535,6 +535,14 @@ async fn the_stream_protocol_over_tls_with_the_amqps_certificate() {
     .unwrap();
     let tls_port = listener.tls_local_addr().expect("a TLS listener").port();
     assert_ne!(tls_port, listener.local_addr().port());
+    // Both are listed for the management API and the tools.
+    assert_eq!(
+        broker.running().admin().other_listeners(),
+        vec![
+            ("stream", listener.local_addr()),
+            ("stream/ssl", listener.tls_local_addr().unwrap())
+        ]
+    );
     let ca = pki.write("client-ca.pem", &pki.ca_pem());
     let env = util::within(
         "a TLS stream connection",

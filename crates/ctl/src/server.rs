@@ -26,10 +26,9 @@ pub trait NodeControl: Send + Sync + 'static {
     /// `rabbitmqctl stop`: stop the node (as SIGTERM does).
     fn stop(&self);
 
-    /// The listeners besides AMQP the node has bound, as `(protocol, address)` with
-    /// RabbitMQ's protocol names (`http`, `https`, `http/prometheus`, `stream`,
-    /// `stream/ssl`); `None` when the owner does not know them, and the configured HTTP
-    /// addresses are reported instead.
+    /// The HTTP listeners the node has bound, as `(protocol, address)` with RabbitMQ's
+    /// protocol names (`http`, `https`, `http/prometheus`); `None` when the owner does
+    /// not know them, and the configured addresses are reported instead.
     fn http_listeners(&self) -> Option<Vec<(&'static str, SocketAddr)>> {
         None
     }
@@ -1096,6 +1095,7 @@ fn listeners(admin: &Admin, control: &dyn NodeControl) -> Vec<(&'static str, Soc
     if let Some(a) = admin.amqps_addr() {
         all.push(("amqp/ssl", a));
     }
+    all.extend(admin.other_listeners());
     all
 }
 

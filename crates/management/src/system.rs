@@ -139,6 +139,12 @@ fn listeners(state: &AppState) -> Value {
         "node": node, "protocol": "http", "ip_address": m.ip().to_string(), "port": m.port(),
         "socket_opts": {"port": m.port()}
     }));
+    for (protocol, a) in state.admin.other_listeners() {
+        out.push(json!({
+            "node": node, "protocol": protocol, "ip_address": a.ip().to_string(),
+            "port": a.port(), "socket_opts": {}
+        }));
+    }
     Value::Array(out)
 }
 

@@ -78,6 +78,26 @@ impl Admin {
         self.shared.amqps_addr
     }
 
+    /// Records a listener another surface started (the stream protocol's `stream` and
+    /// `stream/ssl`), for the management API's and the tools' listener listings.
+    pub fn add_listener(&self, protocol: &'static str, addr: std::net::SocketAddr) {
+        let mut l = self
+            .shared
+            .other_listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        l.push((protocol, addr));
+    }
+
+    /// The listeners recorded with [`Admin::add_listener`].
+    pub fn other_listeners(&self) -> Vec<(&'static str, std::net::SocketAddr)> {
+        self.shared
+            .other_listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Users, permissions, topic permissions and limits.
     pub fn access(&self) -> &Arc<Access> {
         self.shared.broker.access()

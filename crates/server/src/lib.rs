@@ -68,6 +68,9 @@ pub struct Shared {
     pub paused: std::sync::atomic::AtomicBool,
     /// When the broker started (for `uptime`).
     pub started_at: std::time::Instant,
+    /// Listeners other surfaces started on top of the broker (the stream protocol's), as
+    /// (RabbitMQ protocol name, bound address), for the listener listings.
+    pub other_listeners: std::sync::Mutex<Vec<(&'static str, SocketAddr)>>,
     next_id: AtomicU64,
 }
 
@@ -308,6 +311,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         paused: std::sync::atomic::AtomicBool::new(false),
         node_name,
         started_at: std::time::Instant::now(),
+        other_listeners: std::sync::Mutex::default(),
         next_id: AtomicU64::new(0),
     });
     let (tx, rx) = watch::channel(false);

@@ -151,6 +151,7 @@ pub async fn start_with_tls(
         ids: ids.clone(),
     });
     tokio::spawn(accept(listener, shared, None, stopped.clone()));
+    admin.add_listener("stream", local_addr);
     info!(address = %local_addr, "stream protocol listener started on port {}", local_addr.port());
     if let Some((l, a, acceptor)) = tls_listener {
         let (host, port) = advertised(a, cfg.advertised_tls_port);
@@ -162,6 +163,7 @@ pub async fn start_with_tls(
             chunks,
             ids,
         });
+        shared.admin.add_listener("stream/ssl", a);
         tokio::spawn(accept(l, shared, Some(acceptor), stopped));
         info!(address = %a, "stream protocol TLS listener started on port {}", a.port());
     }
