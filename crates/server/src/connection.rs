@@ -300,7 +300,7 @@ async fn run(
         out,
         closing_since: None,
         done: false,
-        has_published: false,
+        publishes: 0,
         heartbeat: session.heartbeat,
         send_timeout_secs: shared.config.limits.send_timeout_secs,
         stats,
@@ -670,9 +670,9 @@ struct Connection {
     closing_since: Option<Instant>,
     /// Set when the connection is finished (close-ok sent or received).
     done: bool,
-    /// Whether the client has published: only publishing connections are blocked by a
-    /// resource alarm.
-    has_published: bool,
+    /// How many basic.publish the client has sent: as RabbitMQ, a resource alarm blocks
+    /// a connection once it publishes during the alarm.
+    publishes: u64,
     /// Negotiated heartbeat interval in seconds (0 = none).
     heartbeat: u16,
     /// Close when pending output has not moved for this long (seconds).
@@ -699,6 +699,9 @@ impl Connection {
         } = transport;
         let heartbeat = self.heartbeat;
         let mut blocked_notified = false;
+        // The publish count when the current alarm was first seen: a publish after it
+        // blocks the connection (RabbitMQ's rabbit_reader: `publish_received`).
+        let mut alarm_publishes: Option<u64> = None;
         let mut read_hint = 1024usize;
         let hb = Duration::from_secs(u64::from(heartbeat));
         let tick_every = if heartbeat == 0 {
@@ -752,7 +755,13 @@ impl Connection {
             // Resource alarm: stop reading from a publishing connection (TCP then pushes
             // back on the client) and tell it, if it listens for connection.blocked.
             let alarm_state = *alarm.borrow();
-            let blocked = alarm_state.any() && self.has_published && self.closing_since.is_none();
+            if alarm_state.any() {
+                alarm_publishes.get_or_insert(self.publishes);
+            } else {
+                alarm_publishes = None;
+            }
+            let blocked = alarm_publishes.is_some_and(|at| self.publishes != at)
+                && self.closing_since.is_none();
             if blocked != blocked_notified {
                 blocked_notified = blocked;
                 if self.caps.connection_blocked {
@@ -1038,7 +1047,7 @@ impl Connection {
                 method.as_ref(),
                 AMQPClass::Basic(basic::AMQPMethod::Publish(_))
             ) {
-                self.has_published = true;
+                self.publishes = self.publishes.wrapping_add(1);
             }
         }
         if let Frame::Heartbeat { channel } = frame {

@@ -239,6 +239,23 @@ async fn memory_alarm_stops_reading_a_publishing_connection() {
     assert_eq!(acked_tag(&f), Some(1), "{f:?}");
 
     Alarm::Memory.set(&broker, true);
+    // Having published before the alarm does not block it: as RabbitMQ's reader, only a
+    // publish during the alarm does. Other methods are still read and answered.
+    raw.send_method(
+        1,
+        &AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos {
+            prefetch_count: 5,
+            global: false,
+        })),
+    )
+    .await;
+    match raw.next_frame().await.expect("basic.qos-ok") {
+        Frame::Method {
+            channel: 1,
+            method: AMQPClass::Basic(basic::AMQPMethod::QosOk(_)),
+        } => {}
+        f => panic!("expected basic.qos-ok before any connection.blocked, got {f:?}"),
+    }
     // This publish makes RabbitMQ block the connection (it may still take it in).
     raw_publish(&mut raw, "raw.alarm.q", b"p2").await;
     let mut acked = 1;
