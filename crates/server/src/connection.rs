@@ -622,6 +622,18 @@ async fn read_some(
 }
 
 /// Writes as much of `out` as the socket takes now. Returns whether anything was written.
+/// Records the publish count at which a raised alarm was first seen (a later publish
+/// blocks the connection).
+fn note_alarm(
+    alarm: &watch::Receiver<crate::alarm::AlarmState>,
+    alarm_publishes: &mut Option<u64>,
+    publishes: u64,
+) {
+    if alarm.borrow().any() {
+        alarm_publishes.get_or_insert(publishes);
+    }
+}
+
 fn write_some(wr: &OwnedWriteHalf, out: &mut BytesMut) -> std::io::Result<bool> {
     let mut wrote = false;
     while !out.is_empty() {
@@ -800,6 +812,7 @@ impl Connection {
             let backlogged = self.out.len() >= OUTPUT_HIGH_WATER;
             if deferred && !backlogged {
                 deferred = false;
+                note_alarm(&alarm, &mut alarm_publishes, self.publishes);
                 self.input(&mut rbuf, &mut flow_wait).await;
                 continue;
             }
@@ -849,6 +862,9 @@ impl Connection {
                             // sent still proves it alive) until the output drains.
                             deferred = true;
                         } else {
+                            // The alarm may have been raised since the loop last looked:
+                            // a publish in this input is then one made during it.
+                            note_alarm(&alarm, &mut alarm_publishes, self.publishes);
                             self.input(&mut rbuf, &mut flow_wait).await;
                         }
                     }
