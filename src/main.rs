@@ -527,6 +527,9 @@ fn serve(config: Config, node: String, strict_node: bool, ignored: Vec<String>) 
         if metrics.is_some() {
             plugins.push("rabbitmq_prometheus");
         }
+        if stream.is_some() {
+            plugins.push("rabbitmq_stream");
+        }
         tracing::info!(
             node = %node,
             "Server startup complete; {} plugins started. AMQP listener on {}",

@@ -122,6 +122,12 @@ pub(crate) fn text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Waits for a node to exit and asserts that it exited with status 0.
+pub(crate) fn exited_ok(child: &mut Child) {
+    let status = wait_exit(child);
+    assert!(status.success(), "the node exited with {status}");
+}
+
 pub(crate) fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -249,14 +255,14 @@ async fn a_fixture_drives_two_nodes_by_name_and_by_environment() {
         .run("rabbitmqctl", Some("test2"), &["stop"])
         .status
         .success());
-    assert!(wait_exit(&mut two).success());
+    exited_ok(&mut two);
     let down = tools.run("rabbitmqctl", Some("test2"), &["list_queues"]);
     assert_eq!(down.status.code(), Some(69));
     assert!(tools
         .run("rabbitmqctl", Some("test1"), &["stop"])
         .status
         .success());
-    assert!(wait_exit(&mut one).success());
+    exited_ok(&mut one);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,7 +321,7 @@ async fn users_permissions_and_errors_have_rabbitmqctls_output_and_exit_codes() 
     );
     assert_eq!(ctl(&["eval", "os:cmd(\"ls\")."]).status.code(), Some(70));
     assert!(ctl(&["stop"]).status.success());
-    assert!(wait_exit(&mut node).success());
+    exited_ok(&mut node);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,7 +375,7 @@ async fn set_vm_memory_high_watermark_blocks_and_unblocks_publishers() {
         .run("rabbitmqctl", Some("alarm"), &["stop"])
         .status
         .success());
-    assert!(wait_exit(&mut node).success());
+    exited_ok(&mut node);
 }
 
 #[test]
@@ -473,7 +479,7 @@ async fn stop_app_reset_start_app_leaves_a_fresh_node() {
     assert_eq!(q.message_count(), 0, "the stored message is gone");
     // And the reset survives a restart: nothing comes back from the data directory.
     assert!(ctl(&["stop"]).status.success());
-    assert!(wait_exit(&mut node).success());
+    exited_ok(&mut node);
     let (mut node, _) = tools.start_node("resettable");
     assert_eq!(
         text(&tools.run("rabbitmqctl", Some("resettable"), &["-q", "list_vhosts"])),
@@ -483,7 +489,7 @@ async fn stop_app_reset_start_app_leaves_a_fresh_node() {
         .run("rabbitmqctl", Some("resettable"), &["stop"])
         .status
         .success());
-    assert!(wait_exit(&mut node).success());
+    exited_ok(&mut node);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -597,8 +603,8 @@ async fn definitions_export_and_import_through_rabbitmqctl() {
             .status
             .success());
     }
-    assert!(wait_exit(&mut a).success());
-    assert!(wait_exit(&mut b).success());
+    exited_ok(&mut a);
+    exited_ok(&mut b);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -707,7 +713,7 @@ async fn trace_on_copies_publishes_and_deliveries_to_the_firehose() {
         .run("rabbitmqctl", Some("tracer"), &["stop"])
         .status
         .success());
-    assert!(wait_exit(&mut node).success());
+    exited_ok(&mut node);
     let (mut node, port) = tools.start_node("tracer");
     assert_eq!(tracing(), "name\ttracing\n/\ttrue\n");
     let conn = crate::util::connect_uri(&format!("amqp://guest:guest@127.0.0.1:{port}/%2f"))
@@ -733,7 +739,7 @@ async fn trace_on_copies_publishes_and_deliveries_to_the_firehose() {
         .run("rabbitmqctl", Some("tracer"), &["stop"])
         .status
         .success());
-    assert!(wait_exit(&mut node).success());
+    exited_ok(&mut node);
 }
 
 #[test]

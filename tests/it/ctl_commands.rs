@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::ctl::{text, wait_exit, Tools};
+use crate::ctl::{exited_ok, text, Tools};
 
 fn full(name: &str) -> String {
     format!("{name}@{}", warren_server::config::hostname())
@@ -118,7 +118,7 @@ async fn memory_and_disk_limits_and_the_alarm_checks() {
     assert_eq!(diag(&["-q", "check_local_alarms"]).status.code(), Some(0));
 
     assert!(ctl(&["stop"]).status.success());
-    assert!(wait_exit(&mut child).success());
+    exited_ok(&mut child);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,7 +154,7 @@ async fn close_all_connections_global_closes_them_in_every_vhost() {
     let o = ctl(&["-q", "close_all_connections", "--global", "again"]);
     assert_eq!(text(&o), "Closed 0 connections\n");
     assert!(ctl(&["stop"]).status.success());
-    assert!(wait_exit(&mut child).success());
+    exited_ok(&mut child);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,7 +164,7 @@ async fn rabbitmq_plugins_follows_the_enabled_plugins_file() {
     let conf = tools.dir.path().join("rabbitmq.conf");
     std::fs::write(
         &conf,
-        "management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = 0\nprometheus.tcp.ip = 127.0.0.1\nprometheus.tcp.port = 0\n",
+        "management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = 0\nprometheus.tcp.ip = 127.0.0.1\nprometheus.tcp.port = 0\nstream.listeners.tcp.default = 127.0.0.1:0\n",
     )
     .unwrap();
     let file = tools.plugins_file();
@@ -196,6 +196,7 @@ async fn rabbitmq_plugins_follows_the_enabled_plugins_file() {
              [E*] rabbitmq_management         {v}\n\
              [e*] rabbitmq_management_agent   {v}\n\
              [E*] rabbitmq_prometheus         {v}\n\
+             [  ] rabbitmq_stream             {v}\n\
              [e*] rabbitmq_web_dispatch       {v}\n"
         )
     );
@@ -364,7 +365,7 @@ async fn rabbitmq_plugins_follows_the_enabled_plugins_file() {
         .run("rabbitmqctl", Some("plugged"), &["stop"])
         .status
         .success());
-    assert!(wait_exit(&mut child).success());
+    exited_ok(&mut child);
 
     // A stopped node: list says so, is_enabled cannot tell (69).
     assert_eq!(
@@ -404,7 +405,38 @@ async fn rabbitmq_plugins_follows_the_enabled_plugins_file() {
         .run("rabbitmqctl", Some("plugged"), &["stop"])
         .status
         .success());
-    assert!(wait_exit(&mut child).success());
+    exited_ok(&mut child);
+
+    // The stream protocol listener runs only with rabbitmq_stream enabled, as in
+    // RabbitMQ (above, without it, the node listed no stream listener).
+    let o = plugins(&["-q", "enable", "rabbitmq_stream"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "[rabbitmq_management,rabbitmq_prometheus,rabbitmq_stream].\n"
+    );
+    let (mut child, _) = tools.start_node_with("plugged", &env);
+    let o = plugins(&["-q", "is_enabled", "rabbitmq_stream"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let o = tools.run(
+        "rabbitmq-diagnostics",
+        Some("plugged"),
+        &["-q", "listeners"],
+    );
+    let listeners = text(&o);
+    let stream = listeners
+        .lines()
+        .find(|l| l.ends_with(", protocol: stream, purpose: stream"))
+        .unwrap_or_else(|| panic!("a stream listener: {listeners}"));
+    assert!(
+        stream.starts_with("Interface: 127.0.0.1, port: ") && !stream.contains("port: 0,"),
+        "{listeners}"
+    );
+    assert!(tools
+        .run("rabbitmqctl", Some("plugged"), &["stop"])
+        .status
+        .success());
+    exited_ok(&mut child);
 }
 
 #[test]

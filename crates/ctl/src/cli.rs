@@ -779,6 +779,7 @@ const BUILT_IN: &[(&str, &[&str])] = &[
         "rabbitmq_prometheus",
         &["rabbitmq_management_agent", "rabbitmq_web_dispatch"],
     ),
+    ("rabbitmq_stream", &[]),
     ("rabbitmq_web_dispatch", &[]),
 ];
 
@@ -796,8 +797,8 @@ fn with_dependencies(plugins: &[String]) -> Vec<String> {
 }
 
 /// The explicitly enabled plugins: RABBITMQ_ENABLED_PLUGINS_FILE's list (a missing file
-/// is none), or, without the variable, what a Warren node then runs (management and
-/// Prometheus).
+/// is none), or, without the variable, what a Warren node then runs (management,
+/// Prometheus and the stream protocol).
 fn enabled_plugins() -> (Option<std::path::PathBuf>, Vec<String>) {
     match std::env::var_os("RABBITMQ_ENABLED_PLUGINS_FILE").filter(|f| !f.is_empty()) {
         Some(f) => {
@@ -809,7 +810,11 @@ fn enabled_plugins() -> (Option<std::path::PathBuf>, Vec<String>) {
         }
         None => (
             None,
-            vec!["rabbitmq_management".into(), "rabbitmq_prometheus".into()],
+            vec![
+                "rabbitmq_management".into(),
+                "rabbitmq_prometheus".into(),
+                "rabbitmq_stream".into(),
+            ],
         ),
     }
 }

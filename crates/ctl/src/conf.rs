@@ -390,11 +390,13 @@ pub fn apply_environment(
         set_default_vhost(config, &v);
     }
     if let Some(f) = env("RABBITMQ_ENABLED_PLUGINS_FILE") {
-        // `[rabbitmq_management,rabbitmq_prometheus].`; a missing file enables none.
+        // `[rabbitmq_management,rabbitmq_prometheus].`; a missing file enables none, and
+        // the stream listener (port 5552) runs only with rabbitmq_stream, as in RabbitMQ.
         let text = std::fs::read_to_string(&f).unwrap_or_default();
         let plugins = parse_enabled_plugins(&text);
         config.management.enabled = plugins.iter().any(|p| p == "rabbitmq_management");
         config.prometheus.enabled = plugins.iter().any(|p| p == "rabbitmq_prometheus");
+        config.stream.enabled = plugins.iter().any(|p| p == "rabbitmq_stream");
         launch.plugins = Some(plugins);
     }
     // Where RabbitMQ would log: RABBITMQ_LOGS (a file, or "-" for standard output),
@@ -536,6 +538,8 @@ mod tests {
         assert_eq!(c.auth.users[0].name, "u");
         assert!(c.management.enabled);
         assert!(!c.prometheus.enabled);
+        // Without rabbitmq_stream in the file, no listener on 5552.
+        assert!(!c.stream.enabled);
         assert_eq!(l.ignored.len(), 1);
     }
 

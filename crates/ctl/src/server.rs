@@ -1362,6 +1362,9 @@ fn status(admin: &Admin, control: &dyn NodeControl, node: &str) -> Value {
     if !plugins.is_empty() {
         plugins.extend(["rabbitmq_management_agent", "rabbitmq_web_dispatch"]);
     }
+    if config.stream.enabled {
+        plugins.push("rabbitmq_stream");
+    }
     if config.auth.mechanisms.iter().any(|m| m == "EXTERNAL") {
         plugins.push("rabbitmq_auth_mechanism_ssl");
     }
