@@ -115,6 +115,23 @@ def test_list_queues_info_lines_header_and_rows(broker, ch, pub):
     ch.queue_delete(q)
 
 
+def test_list_queues_counts_ready_and_unacknowledged_bytes(broker, ch, pub):
+    q = uname("ctlbytes")
+    ch.queue_declare(q)
+    for body in [b"0123456789", b"abcdefghij", b"ABCDEFGHIJKLMNOPQRST"]:
+        pub.basic_publish("", q, body)
+    # Two fetched and not acked: 20 bytes unacknowledged, the 20-byte one ready.
+    tags = [ch.basic_get(q, auto_ack=False)[0].delivery_tag for _ in range(2)]
+    cols = ["name", "messages_ready", "messages_unacknowledged", "message_bytes",
+            "message_bytes_ready", "message_bytes_unacknowledged"]
+    out = ctl("-q", "-p", broker.vhost, "list_queues", *cols).stdout
+    assert f"{q}\t1\t2\t40\t20\t20" in rows(out), out
+    ch.basic_nack(tags[-1], multiple=True, requeue=True)
+    eventually(lambda: f"{q}\t3\t0\t40\t40\t0" in rows(
+        ctl("-q", "-p", broker.vhost, "list_queues", *cols).stdout))
+    ch.queue_delete(q)
+
+
 def test_an_empty_list_prints_no_header(broker):
     vh = uname("ctlvhost")
     ctl("add_vhost", vh)

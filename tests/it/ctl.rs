@@ -35,7 +35,7 @@ impl Tools {
     }
 
     /// Starts `rabbitmq-server` as a fixture would; returns it with its AMQP port.
-    pub(crate) fn start_node(&self, name: &str) -> (Child, u16) {
+    pub(crate) fn start_node(&self, name: &str) -> (Node, u16) {
         std::fs::write(self.plugins_file(), "[].\n").unwrap();
         self.start_node_with(name, &[])
     }
@@ -46,7 +46,7 @@ impl Tools {
     }
 
     /// Starts `rabbitmq-server` with the plugins file as it is and more variables.
-    pub(crate) fn start_node_with(&self, name: &str, env: &[(&str, &Path)]) -> (Child, u16) {
+    pub(crate) fn start_node_with(&self, name: &str, env: &[(&str, &Path)]) -> (Node, u16) {
         let base = self.dir.path().join("mnesia");
         let plugins = self.plugins_file();
         let mut child = Command::new(self.bin("rabbitmq-server"))
@@ -68,6 +68,8 @@ impl Tools {
             .spawn()
             .expect("spawn rabbitmq-server");
         let stdout = child.stdout.take().unwrap();
+        // Killed if the test fails before it stops the node.
+        let child = Node(child);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut sent = false;
@@ -123,8 +125,21 @@ pub(crate) fn text(o: &Output) -> String {
 }
 
 /// Waits for a node to exit and asserts that it exited with status 0.
-pub(crate) fn exited_ok(child: &mut Child) {
-    let status = wait_exit(child);
+/// A node started by a test: killed when dropped still running (a failed assertion
+/// must not leave it holding its ports).
+pub(crate) struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+pub(crate) fn exited_ok(child: &mut Node) {
+    let status = wait_exit(&mut child.0);
     assert!(status.success(), "the node exited with {status}");
 }
 

@@ -104,6 +104,10 @@ async fn counts_are_exact_at_the_time_of_the_request() {
     assert_eq!(q["messages"], N);
     assert_eq!(q["messages_unacknowledged"], K);
     assert_eq!(q["messages_ready"], N - K);
+    // Bodies are one byte each.
+    assert_eq!(q["message_bytes_unacknowledged"], K);
+    assert_eq!(q["message_bytes_ready"], N - K);
+    assert_eq!(q["message_bytes"], N);
     for t in tags {
         ch.basic_ack(t, BasicAckOptions::default()).await.unwrap();
     }
@@ -112,6 +116,8 @@ async fn counts_are_exact_at_the_time_of_the_request() {
     let (_, q) = api.get("/api/queues/%2F/exact").await;
     assert_eq!(q["messages"], N - K);
     assert_eq!(q["messages_unacknowledged"], 0);
+    assert_eq!(q["message_bytes_unacknowledged"], 0);
+    assert_eq!(q["message_bytes"], N - K);
     assert_eq!(q["message_stats"]["ack"], K);
     assert_eq!(q["message_stats"]["deliver_get"], K);
     for field in [

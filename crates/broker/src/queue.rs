@@ -152,6 +152,9 @@ struct State {
     store: Box<dyn QueueStore>,
     next_seq: u64,
     unacked: usize,
+    /// Body bytes of the unacknowledged messages (not counted for streams, whose
+    /// delivered messages stay in the log).
+    unacked_bytes: u64,
     consumers: Vec<Consumer>,
     next_consumer: usize,
     had_consumers: bool,
@@ -308,6 +311,8 @@ pub struct QueueSnapshot {
     pub ready_bytes: u64,
     /// Delivered, unacknowledged messages.
     pub unacked: u64,
+    /// Body bytes of the unacknowledged messages.
+    pub unacked_bytes: u64,
     /// Consumers.
     pub consumers: u64,
     /// Cumulative counts.
@@ -418,6 +423,7 @@ impl Queue {
                 store,
                 next_seq,
                 unacked: 0,
+                unacked_bytes: 0,
                 consumers: Vec::new(),
                 next_consumer: 0,
                 had_consumers: false,
@@ -827,6 +833,7 @@ impl Queue {
             } else {
                 st.stats.deliver += 1;
                 st.unacked += 1;
+                st.unacked_bytes += delivery.message.message.body.len() as u64;
                 st.store.delivered(&delivery.message);
                 marked |= delivery.message.loc.is_some();
             }
@@ -862,6 +869,7 @@ impl Queue {
                 } else {
                     st.stats.get += 1;
                     st.unacked += 1;
+                    st.unacked_bytes += m.message.body.len() as u64;
                     st.store.delivered(&m);
                     st.store.flush();
                 }
@@ -888,15 +896,23 @@ impl Queue {
     }
 
     /// Settles delivered messages for good (ack).
-    pub fn settle(&self, messages: &[Settled]) {
+    pub fn settle(&self, messages: &[QueuedMessage]) {
         let mut st = self.lock();
-        st.unacked = st.unacked.saturating_sub(messages.len());
+        Self::forget_unacked(&mut st, messages);
         st.stats.ack += messages.len() as u64;
         // A stream keeps what was acked: the ack only returned credit.
         if !self.is_deleted() && !self.stream {
-            st.store.settle(messages);
+            let settled: Vec<Settled> = messages.iter().map(Settled::from).collect();
+            st.store.settle(&settled);
             self.unflushed.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Delivered messages are no longer unacknowledged (acked, rejected or requeued).
+    fn forget_unacked(st: &mut State, messages: &[QueuedMessage]) {
+        st.unacked = st.unacked.saturating_sub(messages.len());
+        let bytes: u64 = messages.iter().map(|m| m.message.body.len() as u64).sum();
+        st.unacked_bytes = st.unacked_bytes.saturating_sub(bytes);
     }
 
     fn consumers_active(st: &State, now: u64) -> bool {
@@ -925,7 +941,7 @@ impl Queue {
     pub fn reject(self: &Arc<Self>, messages: Vec<QueuedMessage>) {
         let dead = {
             let mut st = self.lock();
-            st.unacked = st.unacked.saturating_sub(messages.len());
+            Self::forget_unacked(&mut st, &messages);
             if self.is_deleted() || self.stream {
                 return;
             }
@@ -959,7 +975,7 @@ impl Queue {
         let dead = {
             let mut st = self.lock();
             if counted {
-                st.unacked = st.unacked.saturating_sub(messages.len());
+                Self::forget_unacked(&mut st, &messages);
             }
             if mark_redelivered {
                 for m in &mut messages {
@@ -1146,6 +1162,7 @@ impl Queue {
             ready_bytes,
             // A stream's delivered messages are still in it (counted in `ready`).
             unacked: if self.stream { 0 } else { st.unacked as u64 },
+            unacked_bytes: st.unacked_bytes,
             consumers: st.consumers.len() as u64,
             stats: st.stats,
             idle_since_ms: st.last_used_ms.max(st.last_delivery_ms),
@@ -1241,6 +1258,7 @@ mod tests {
     #[derive(Debug, Default)]
     struct Recorder {
         got: StdMutex<Vec<(Arc<str>, u64, bool)>>,
+        kept: StdMutex<Vec<QueuedMessage>>,
         cancelled: StdMutex<Vec<Arc<str>>>,
         paused: AtomicBool,
     }
@@ -1254,6 +1272,7 @@ mod tests {
                 d.message.seq,
                 d.message.redelivered,
             ));
+            self.kept.lock().unwrap().push(d.message);
         }
         fn cancelled(&self, _channel: u16, tag: Arc<str>) {
             self.cancelled.lock().unwrap().push(tag);
@@ -1311,11 +1330,15 @@ mod tests {
         assert_eq!(tags(&sink), vec!["a", "b", "a", "b"]);
         assert_eq!(q.message_count(), 1);
         assert_eq!(q.unacked_count(), 4);
+        assert_eq!(q.snapshot().unacked_bytes, 4);
         // Settling one of a's messages lets the fifth go to a.
         a.credit.give(1);
-        q.settle(&[Settled { seq: 0, loc: None }]);
+        let first = sink.kept.lock().unwrap()[0].clone();
+        q.settle(&[first]);
+        assert_eq!(q.snapshot().unacked_bytes, 3);
         q.dispatch();
         assert_eq!(sink.got.lock().unwrap().len(), 5);
+        assert_eq!(q.snapshot().unacked_bytes, 4);
         assert_eq!(q.message_count(), 0);
     }
 

@@ -339,7 +339,9 @@ async fn run(
                         "arguments": table_to_json(&q.arguments),
                         "messages": s.ready + s.unacked, "messages_ready": s.ready,
                         "messages_unacknowledged": s.unacked, "consumers": s.consumers,
-                        "message_bytes": s.ready_bytes, "message_bytes_ready": s.ready_bytes,
+                        "message_bytes": s.ready_bytes + s.unacked_bytes,
+                        "message_bytes_ready": s.ready_bytes,
+                        "message_bytes_unacknowledged": s.unacked_bytes,
                         "policy": policy.unwrap_or_default(), "state": "running",
                         "type": q.type_name(), "memory": 0,
                     }))
@@ -358,6 +360,7 @@ async fn run(
                 "consumers",
                 "message_bytes",
                 "message_bytes_ready",
+                "message_bytes_unacknowledged",
                 "policy",
                 "state",
                 "type",

@@ -157,10 +157,10 @@ fn queue_json(state: &AppState, v: &VHost, q: &Queue) -> Value {
         "messages_ready_details": details(r.ready),
         "messages_unacknowledged": s.unacked,
         "messages_unacknowledged_details": details(r.unacked),
-        "message_bytes": s.ready_bytes,
+        "message_bytes": s.ready_bytes + s.unacked_bytes,
         "message_bytes_ready": s.ready_bytes,
-        "message_bytes_unacknowledged": 0,
-        "message_bytes_ram": s.ready_bytes,
+        "message_bytes_unacknowledged": s.unacked_bytes,
+        "message_bytes_ram": s.ready_bytes + s.unacked_bytes,
         "message_bytes_persistent": 0,
         "message_bytes_paged_out": 0,
         "messages_ram": s.ready + s.unacked,
@@ -422,11 +422,7 @@ async fn get_messages(
         } else if reject {
             q.reject(messages);
         } else {
-            let settled: Vec<_> = messages
-                .iter()
-                .map(warren_broker::store::Settled::from)
-                .collect();
-            q.settle(&settled);
+            q.settle(&messages);
             q.flush_marks();
         }
     }

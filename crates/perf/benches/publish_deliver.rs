@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use amq_protocol::types::FieldTable;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use warren_broker::store::Settled;
+
 use warren_broker::{
-    Consumer, Credit, Delivery, DeliverySink, Message, Queue, QueueOptions, VHost,
+    Consumer, Credit, Delivery, DeliverySink, Message, Queue, QueueOptions, QueuedMessage, VHost,
 };
 
 /// Counts deliveries; keeps them only when asked to (for acking later).
@@ -136,8 +136,7 @@ fn publish_deliver(c: &mut Criterion) {
                 n = 0;
                 let batch: Vec<Delivery> =
                     std::mem::take(&mut *asink.kept.lock().unwrap_or_else(|e| e.into_inner()));
-                let settled: Vec<Settled> =
-                    batch.iter().map(|d| Settled::from(&d.message)).collect();
+                let settled: Vec<QueuedMessage> = batch.into_iter().map(|d| d.message).collect();
                 aq.settle(&settled);
                 credit.give(settled.len() as u32);
                 aq.dispatch();

@@ -880,8 +880,7 @@ impl Channel {
             match how {
                 Settle::Ack => {
                     self.counters.ack += msgs.len() as u64;
-                    let settled: Vec<Settled> = msgs.iter().map(Settled::from).collect();
-                    q.settle(&settled);
+                    q.settle(msgs);
                     q.dispatch();
                 }
                 Settle::Drop => {
