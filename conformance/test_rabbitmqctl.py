@@ -864,3 +864,87 @@ def test_rabbitmq_streams_adds_and_deletes_super_streams():
     gone = streams("delete_super_stream", name, code=70)
     assert gone.stderr.strip().splitlines() == ["Error:", "stream_not_found"]
     assert f"{name}-amer" not in ctl("list_queues", "name", "-q").stdout
+
+
+def test_rabbitmq_streams_lists_stream_connections_publishers_and_consumers():
+    """list_stream_connections / list_stream_publishers / list_stream_consumers show a
+    stream client's connection, its publisher's counts and its subscription's position
+    (RabbitMQ 3.10's columns and JSON; needs STREAM_URL too)."""
+    url = os.environ.get("STREAM_URL")
+    if not url:
+        pytest.skip("STREAM_URL is not set")
+    rstream = pytest.importorskip("rstream")
+    import asyncio
+
+    from amqp_support import stream_endpoint
+    ep = stream_endpoint(url)
+    vhost = ep["vhost"]
+    name = uname("ls-stream")
+    conn_name = uname("lister-conn")
+
+    def listing(*args):
+        return json.loads(streams("-q", *args, "--formatter", "json").stdout)
+
+    async def scenario():
+        out = {}
+        async with rstream.Producer(**ep, connection_name=conn_name) as p:
+            await p.create_stream(name)
+            try:
+                for _ in range(3):
+                    await p.send_wait(name, b"m")
+                got, done = [], asyncio.Event()
+
+                async def on(msg, ctx):
+                    got.append(ctx.offset)
+                    if len(got) == 3:
+                        done.set()
+
+                async with rstream.Consumer(**ep) as c:
+                    await c.subscribe(name, on, properties={"name": "lister"})
+                    task = asyncio.create_task(c.run())
+                    await asyncio.wait_for(done.wait(), 20)
+                    out["conns"] = await asyncio.to_thread(
+                        listing, "list_stream_connections", "conn_name", "user", "vhost",
+                        "client_properties", "subscriptions", "connection_state")
+                    out["pubs"] = await asyncio.to_thread(listing, "-p", vhost, "list_stream_publishers")
+                    out["cons"] = await asyncio.to_thread(listing, "-p", vhost, "list_stream_consumers")
+                    out["table"] = await asyncio.to_thread(
+                        streams, "-q", "-p", vhost, "list_stream_consumers", "stream", "offset")
+                    out["amqp"] = await asyncio.to_thread(
+                        ctl, "-q", "list_connections", "name", "client_properties")
+                    task.cancel()
+            finally:
+                await p.delete_stream(name)
+        return out
+
+    out = asyncio.run(asyncio.wait_for(scenario(), 60))
+    mine = [c for c in out["conns"]
+            if ["connection_name", "longstr", conn_name] in c["client_properties"]]
+    assert len(mine) == 1, out["conns"]
+    c = mine[0]
+    assert (c["user"], c["vhost"], c["subscriptions"], c["connection_state"]) == \
+        (ep["username"], vhost, 0, "running")
+    # The consumer's connection has the one subscription.
+    assert any(x["subscriptions"] == 1 for x in out["conns"])
+    pubs = [p for p in out["pubs"] if p["stream"] == name]
+    assert len(pubs) == 1, out["pubs"]
+    assert list(pubs[0]) == ["connection_pid", "publisher_id", "stream", "reference",
+                             "messages_published", "messages_confirmed", "messages_errored"]
+    assert (pubs[0]["messages_published"], pubs[0]["messages_confirmed"],
+            pubs[0]["messages_errored"]) == (3, 3, 0)
+    assert pubs[0]["connection_pid"].startswith("#PID<")
+    cons = [x for x in out["cons"] if x["stream"] == name]
+    assert len(cons) == 1, out["cons"]
+    assert list(cons[0]) == ["connection_pid", "subscription_id", "stream", "messages_consumed",
+                             "offset", "offset_lag", "credits", "properties"]
+    assert (cons[0]["messages_consumed"], cons[0]["offset"], cons[0]["offset_lag"]) == (3, 2, 0)
+    assert cons[0]["properties"] == {"name": "lister"}
+    # The default formatter draws a box (DEC line drawing) with a bold header.
+    table = out["table"].stdout.splitlines()
+    assert table[0].startswith("\x1b(0l") and table[-1].startswith("\x1b(0m"), table
+    assert "\x1b[1mstream\x1b[0m" in table[1]
+    assert any(f" {name} " in line and " 2 " in line for line in table), table
+    # rabbitmqctl list_connections lists AMQP connections only.
+    assert conn_name not in out["amqp"].stdout and c["conn_name"] not in out["amqp"].stdout
+    # Once closed, nothing is listed for the stream.
+    assert not [p for p in listing("-p", vhost, "list_stream_publishers") if p["stream"] == name]

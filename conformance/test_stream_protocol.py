@@ -1,17 +1,22 @@
 """RabbitMQ's stream protocol (port 5552) with the `rstream` client: publish with
 confirms, consume from first / next / last / an offset / a timestamp, server-side offset
 tracking across reconnects, deduplication by publisher name, stream creation with
-arguments, and the same stream read over AMQP 0-9-1.
+arguments, the same stream read over AMQP 0-9-1, and stream connections in the
+management API (with MANAGEMENT_URL).
 
 Needs STREAM_URL (rabbitmq-stream://user:pass@host:port/vhost); ./test.sh sets it for
 Warren. Against RabbitMQ: `rabbitmq-plugins enable rabbitmq_stream` and
 STREAM_URL=rabbitmq-stream://guest:guest@127.0.0.1:5552/%2f. Super streams and single
-active consumer are not covered (Warren does not implement them yet).
+active consumer are in test_super_streams.py.
 """
 
 import asyncio
+import base64
+import json
 import os
 import time
+import urllib.parse
+import urllib.request
 
 import pika
 import pytest
@@ -233,3 +238,51 @@ def test_wrong_password_is_refused():
 
     with pytest.raises(Exception):
         run(go())
+
+
+MANAGEMENT_URL = os.environ.get("MANAGEMENT_URL")
+
+
+def api(method, path):
+    e = endpoint()
+    req = urllib.request.Request(MANAGEMENT_URL + path, method=method)
+    token = base64.b64encode(f"{e['username']}:{e['password']}".encode()).decode()
+    req.add_header("Authorization", "Basic " + token)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        body = r.read()
+        return json.loads(body) if body else None
+
+
+@pytest.mark.skipif(not MANAGEMENT_URL, reason="MANAGEMENT_URL is not set")
+def test_stream_connections_are_listed_and_closed_by_the_management_api(stream):
+    """A stream client's connection is in /api/connections with protocol "stream" (as
+    in RabbitMQ), and DELETE /api/connections/NAME closes it."""
+    conn_name = uname("api-listed")
+
+    def mine():
+        return [c for c in api("GET", "/api/connections")
+                if (c.get("client_properties") or {}).get("connection_name") == conn_name]
+
+    async def go():
+        p = Producer(**endpoint(), connection_name=conn_name)
+        await p.start()
+        try:
+            await p.create_stream(stream)
+            await p.send_wait(stream, b"x")
+            listed = await asyncio.to_thread(eventually, mine, 20)
+            await asyncio.to_thread(
+                api, "DELETE", "/api/connections/" + urllib.parse.quote(listed[0]["name"], safe=""))
+            await asyncio.to_thread(eventually, lambda: not mine(), 20)
+            return listed[0]
+        finally:
+            try:
+                await asyncio.wait_for(p.close(), 5)
+            except Exception:
+                pass  # the broker closed it
+
+    c = run(go())
+    e = endpoint()
+    assert (c["protocol"], c["user"], c["vhost"]) == ("stream", e["username"], e["vhost"])
+    assert c["client_properties"]["product"] == "RabbitMQ Stream"
+    # RabbitMQ's name for it: "PEER -> LOCAL", the local end on the stream port.
+    assert c["name"].endswith(f":{e['port']}") and " -> " in c["name"]

@@ -42,6 +42,8 @@ struct Invocation {
     quiet: bool,
     silent: bool,
     json: bool,
+    /// rabbitmq-streams' listings: its default `table` formatter (boxes).
+    boxes: bool,
     timeout: Option<f64>,
     request: Request,
 }
@@ -173,9 +175,10 @@ const DIAGNOSTICS_COMMANDS: &str = "\
     resolve_hostname resolver_info list_feature_flags reclaim_quorum_memory \
     node_health_check";
 
-/// rabbitmq-streams' commands that Warren has (super streams; 3.10's listing commands
-/// for stream connections, publishers and consumers are not implemented).
-const STREAMS_COMMANDS: &str = "autocomplete help version add_super_stream delete_super_stream";
+/// rabbitmq-streams' commands that Warren has (3.10's, less replicas, `stream_status`
+/// and the retention policy command).
+const STREAMS_COMMANDS: &str = "autocomplete help version add_super_stream delete_super_stream \
+    list_stream_connections list_stream_consumers list_stream_publishers";
 
 /// Messages of argument errors: rabbitmqctl prints them without the banner, as
 /// "Error (argument validation): ..." followed by the arguments given.
@@ -284,6 +287,8 @@ pub async fn run(tool: Tool, args: &[String]) -> i32 {
     if let Err((code, msg)) = validate(&inv.request) {
         return argument_error(&inv.request, code, &msg);
     }
+    inv.boxes =
+        tool == Tool::Streams && inv.request.command.starts_with("list_stream_") && !inv.json;
     let node = crate::node::resolve(inv.node.as_deref());
     let mut banner_shown = false;
     // add_user and change_password without a password read it from standard input,
@@ -425,6 +430,9 @@ fn banner(req: &Request, node: &str) -> Option<String> {
         "set_user_tags" => format!("Setting tags for user \"{}\" to [{}] ...", a(0), req.args.get(1..).unwrap_or(&[]).join(", ")),
         "add_vhost" => format!("Adding vhost \"{}\" ...", a(0)),
         "add_super_stream" => "Adding a super stream (experimental feature)...".into(),
+        "list_stream_connections" => "Listing stream connections ...".into(),
+        "list_stream_consumers" => "Listing stream consumers ...".into(),
+        "list_stream_publishers" => "Listing stream publishers ...".into(),
         "delete_super_stream" => "Deleting a super stream (experimental feature)...".into(),
         "delete_vhost" => format!("Deleting vhost \"{}\" ...", a(0)),
         "set_permissions" => format!("Setting permissions for user \"{}\" in vhost \"{vhost}\" ...", a(0)),
@@ -722,6 +730,10 @@ fn render_rows(out: &mut impl Write, inv: &Invocation, reply: &Reply) {
     if reply.rows.is_empty() {
         return;
     }
+    if inv.boxes {
+        render_boxes(out, reply);
+        return;
+    }
     if !inv.silent {
         let _ = writeln!(out, "{}", reply.columns.join("\t"));
     }
@@ -732,6 +744,97 @@ fn render_rows(out: &mut impl Write, inv: &Invocation, reply: &Reply) {
             .map(|c| r.get(c).map(cell).unwrap_or_default())
             .collect();
         let _ = writeln!(out, "{}", cells.join("\t"));
+    }
+}
+
+/// rabbitmq-streams' `table` formatter: a box of DEC line-drawing characters around a
+/// bold header and each row, columns as wide as their widest cell.
+fn render_boxes(out: &mut impl Write, reply: &Reply) {
+    let rows: Vec<Vec<String>> = reply
+        .rows
+        .iter()
+        .map(|r| {
+            reply
+                .columns
+                .iter()
+                .map(|c| r.get(c).map(erlang_cell).unwrap_or_default())
+                .collect()
+        })
+        .collect();
+    let widths: Vec<usize> = reply
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain(std::iter::once(c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    // Line drawing: l w k (top), t n u (between), m v j (bottom), q across, x down.
+    let rule = |left: char, mid: char, right: char| {
+        let parts: Vec<String> = widths.iter().map(|w| "q".repeat(w + 2)).collect();
+        format!("\x1b(0{left}{}{right}\x1b(B", parts.join(&mid.to_string()))
+    };
+    let line = |cells: &[String], bold: bool| {
+        let mut l = String::new();
+        for (cell, w) in cells.iter().zip(&widths) {
+            let pad = " ".repeat(w - cell.chars().count());
+            if bold {
+                l.push_str(&format!("\x1b(0x\x1b(B \x1b[1m{cell}\x1b[0m{pad} "));
+            } else {
+                l.push_str(&format!("\x1b(0x\x1b(B {cell}{pad} "));
+            }
+        }
+        l.push_str("\x1b(0x\x1b(B");
+        l
+    };
+    let _ = writeln!(out, "{}", rule('l', 'w', 'k'));
+    let _ = writeln!(out, "{}", line(&reply.columns, true));
+    for r in &rows {
+        let _ = writeln!(out, "{}", rule('t', 'n', 'u'));
+        let _ = writeln!(out, "{}", line(r, false));
+    }
+    let _ = writeln!(out, "{}", rule('m', 'v', 'j'));
+}
+
+/// A cell of rabbitmq-streams' table: Erlang's printing of the value (`<<"binary">>`
+/// strings inside terms, `#{}` maps, `{name,type,value}` property triples).
+fn erlang_cell(v: &Value) -> String {
+    fn inner(v: &Value) -> String {
+        match v {
+            Value::String(s) => format!("<<{s:?}>>"),
+            Value::Array(a) => format!("[{}]", a.iter().map(inner).collect::<Vec<_>>().join(",")),
+            Value::Object(m) => map(m),
+            other => cell(other),
+        }
+    }
+    fn map(m: &serde_json::Map<String, Value>) -> String {
+        let pairs: Vec<String> = m
+            .iter()
+            .map(|(k, v)| format!("<<{k:?}>> => {}", inner(v)))
+            .collect();
+        format!("#{{{}}}", pairs.join(","))
+    }
+    match v {
+        Value::String(s) => s.strip_prefix("#PID").unwrap_or(s).to_string(),
+        // Client properties: `{<<"name">>,type,value}` one after the other.
+        Value::Array(a) => a
+            .iter()
+            .map(|t| match t.as_array().map(Vec::as_slice) {
+                Some([k, kind, value]) => format!(
+                    "{{{},{},{}}}",
+                    inner(k),
+                    kind.as_str().unwrap_or_default(),
+                    inner(value)
+                ),
+                _ => inner(t),
+            })
+            .collect(),
+        Value::Object(m) => map(m),
+        other => cell(other),
     }
 }
 

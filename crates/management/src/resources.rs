@@ -61,7 +61,7 @@ fn connection_json(state: &AppState, c: &ConnectionInfo, node: &str) -> Value {
         "connected_at": connected_at,
         "state": "running",
         "type": "network",
-        "protocol": "AMQP 0-9-1",
+        "protocol": c.protocol,
         "ssl": c.tls,
         "ssl_protocol": Value::Null,
         "ssl_key_exchange": Value::Null,

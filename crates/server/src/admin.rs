@@ -151,9 +151,37 @@ impl Admin {
         Ok(())
     }
 
-    /// The open connections.
+    /// The open connections (AMQP and stream protocol).
     pub fn connections(&self) -> Vec<Arc<ConnectionInfo>> {
         self.shared.registry.list()
+    }
+
+    /// A new connection id, unique among every protocol's connections.
+    pub fn next_connection_id(&self) -> u64 {
+        self.shared.next_connection_id()
+    }
+
+    /// Records a connection another protocol (the stream protocol) opened, so that the
+    /// listings, limits and force-close see it. It answers [`ConnEvent::ForceClose`],
+    /// [`ConnEvent::Report`] and [`ConnEvent::StreamReport`] from `events`; it is
+    /// forgotten when the returned guard drops.
+    pub fn register_connection(
+        &self,
+        info: ConnectionInfo,
+        events: tokio::sync::mpsc::UnboundedSender<crate::sink::ConnEvent>,
+    ) -> crate::registry::Registration {
+        self.shared.registry.register(info, events)
+    }
+
+    /// The stream protocol connections' publishers and subscriptions.
+    pub async fn stream_reports(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Vec<(Arc<ConnectionInfo>, crate::registry::StreamReport)> {
+        self.shared
+            .registry
+            .stream_reports_where(|_| true, timeout)
+            .await
     }
 
     /// Closes the connection called `name` (RabbitMQ's `"PEER -> LOCAL"`) with 320 and

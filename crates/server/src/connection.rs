@@ -251,6 +251,7 @@ async fn run(
     let _registration = shared.registry.register(
         crate::registry::ConnectionInfo {
             id,
+            protocol: crate::registry::AMQP_091,
             name: crate::registry::connection_name(peer, local),
             user: session.user.clone(),
             vhost: session.vhost.name.clone(),
@@ -1254,6 +1255,8 @@ impl Connection {
                 channels.sort_by_key(|c| c.number);
                 let _ = reply.send(channels);
             }
+            // Only stream protocol connections are asked (dropping the sender answers).
+            ConnEvent::StreamReport(_) => {}
             ConnEvent::Committed { channel, ok } => {
                 if let Some(ch) = self.channels.get_mut(&channel) {
                     if !ch.committed() {

@@ -15,11 +15,18 @@ use warren_codec::types::FieldTable;
 
 use crate::sink::ConnEvent;
 
+/// `protocol` of an AMQP 0-9-1 connection, as RabbitMQ's management API names it.
+pub const AMQP_091: &str = "AMQP 0-9-1";
+/// `protocol` of a stream protocol connection.
+pub const STREAM: &str = "stream";
+
 /// What is known about an open connection.
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     /// Internal id.
     pub id: u64,
+    /// [`AMQP_091`] or [`STREAM`].
+    pub protocol: &'static str,
     /// RabbitMQ's connection name: `"PEER -> LOCAL"`, e.g. `127.0.0.1:50632 -> 127.0.0.1:5672`.
     pub name: String,
     /// Authenticated user.
@@ -143,6 +150,36 @@ impl Registry {
         out
     }
 
+    /// Asks every stream protocol connection `which` selects for its publishers and
+    /// subscriptions, waiting (at most `timeout` in all) for the answers.
+    pub async fn stream_reports_where(
+        &self,
+        which: impl Fn(&ConnectionInfo) -> bool,
+        timeout: std::time::Duration,
+    ) -> Vec<(Arc<ConnectionInfo>, StreamReport)> {
+        let asked: Vec<_> = {
+            let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            conns
+                .values()
+                .filter(|e| e.info.protocol == STREAM && which(&e.info))
+                .filter_map(|e| {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    e.events.send(ConnEvent::StreamReport(tx)).ok()?;
+                    Some((e.info.clone(), rx))
+                })
+                .collect()
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut out = Vec::with_capacity(asked.len());
+        for (info, rx) in asked {
+            if let Ok(Ok(report)) = tokio::time::timeout_at(deadline, rx).await {
+                out.push((info, report));
+            }
+        }
+        out.sort_by_key(|(i, _)| i.id);
+        out
+    }
+
     /// Closes every connection `which` selects with 320 and `reason` (the text after
     /// `CONNECTION_FORCED - `). Returns how many were asked to close.
     pub fn close_where(&self, which: impl Fn(&ConnectionInfo) -> bool, reason: &str) -> usize {
@@ -160,6 +197,52 @@ impl Registry {
         }
         n
     }
+}
+
+/// A stream protocol connection's publishers and subscriptions, for
+/// `rabbitmq-streams list_stream_publishers` / `list_stream_consumers`.
+#[derive(Debug, Clone, Default)]
+pub struct StreamReport {
+    /// Declared publishers, by id.
+    pub publishers: Vec<StreamPublisherReport>,
+    /// Subscriptions, by id.
+    pub consumers: Vec<StreamConsumerReport>,
+}
+
+/// One declared publisher.
+#[derive(Debug, Clone, Default)]
+pub struct StreamPublisherReport {
+    /// Its id on the connection.
+    pub id: u8,
+    /// The stream.
+    pub stream: String,
+    /// Its name for deduplication (empty when none).
+    pub reference: String,
+    /// Messages it published.
+    pub published: u64,
+    /// Of those, confirmed.
+    pub confirmed: u64,
+    /// Of those, refused.
+    pub errored: u64,
+}
+
+/// One subscription.
+#[derive(Debug, Clone, Default)]
+pub struct StreamConsumerReport {
+    /// Its id on the connection.
+    pub id: u8,
+    /// The stream.
+    pub stream: String,
+    /// Messages sent to it.
+    pub consumed: u64,
+    /// Offset of the last message sent (its start offset before any).
+    pub offset: u64,
+    /// How far the stream's end is beyond `offset`.
+    pub offset_lag: u64,
+    /// Chunks it may still receive.
+    pub credits: u32,
+    /// The properties it subscribed with.
+    pub properties: Vec<(String, String)>,
 }
 
 /// Removes a connection from the registry when dropped.

@@ -43,6 +43,9 @@ pub enum ConnEvent {
     /// Report the connection's channels (management API); the answer goes back on the
     /// sender.
     Report(tokio::sync::oneshot::Sender<Vec<crate::stats::ChannelReport>>),
+    /// Report a stream protocol connection's publishers and subscriptions (AMQP
+    /// connections are never asked).
+    StreamReport(tokio::sync::oneshot::Sender<crate::registry::StreamReport>),
     /// Close the connection with 320 CONNECTION_FORCED and this reason (an operator or
     /// a deleted vhost or user).
     ForceClose {

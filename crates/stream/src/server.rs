@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +25,11 @@ use warren_broker::stream::{FilterSpec, OffsetSpec};
 use warren_broker::{Message, Queue, VHost};
 use warren_server::admin::Admin;
 use warren_server::auth;
+use warren_server::registry::{
+    ConnectionInfo, Registration, StreamConsumerReport, StreamPublisherReport, StreamReport,
+};
+use warren_server::sink::ConnEvent;
+use warren_server::stats::ConnStats;
 
 use crate::amqp10;
 use crate::protocol::{code, key, Malformed, Reader, Writer};
@@ -85,8 +89,6 @@ struct Shared {
     groups: Arc<sac::Groups>,
     /// Recently sent chunks (all listeners).
     chunks: Arc<ChunkCache>,
-    /// Connection ids (all listeners).
-    ids: Arc<AtomicU64>,
 }
 
 /// Binds `listen` and serves the stream protocol.
@@ -139,7 +141,6 @@ pub async fn start_with_tls(
     };
     let groups = Arc::new(sac::Groups::default());
     let chunks = Arc::new(ChunkCache::default());
-    let ids = Arc::new(AtomicU64::new(1));
     let (stop, stopped) = watch::channel(false);
     let (host, port) = advertised(local_addr, cfg.advertised_port);
     let shared = Arc::new(Shared {
@@ -148,7 +149,6 @@ pub async fn start_with_tls(
         port,
         groups: groups.clone(),
         chunks: chunks.clone(),
-        ids: ids.clone(),
     });
     tokio::spawn(accept(listener, shared, None, stopped.clone()));
     admin.add_listener("stream", local_addr);
@@ -161,7 +161,6 @@ pub async fn start_with_tls(
             port,
             groups,
             chunks,
-            ids,
         });
         shared.admin.add_listener("stream/ssl", a);
         tokio::spawn(accept(l, shared, Some(acceptor), stopped));
@@ -186,11 +185,12 @@ async fn accept(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     let _ = socket.set_nodelay(true);
+                    let local = socket.local_addr().unwrap_or(peer);
                     let shared = shared.clone();
                     let stopped = stopped.clone();
                     match tls.clone() {
                         None => {
-                            tokio::spawn(connection(socket, None, peer, shared, stopped));
+                            tokio::spawn(connection(socket, None, (peer, local, false), shared, stopped));
                         }
                         Some(acceptor) => {
                             tokio::spawn(async move {
@@ -205,7 +205,7 @@ async fn accept(
                                             .peer_certificates()
                                             .and_then(|chain| chain.first())
                                             .map(|c| c.as_ref().to_vec());
-                                        connection(tls, cert, peer, shared, stopped).await;
+                                        connection(tls, cert, (peer, local, true), shared, stopped).await;
                                     }
                                     Ok(Err(e)) => {
                                         debug!(%peer, error = %e, "stream TLS handshake failed")
@@ -291,6 +291,10 @@ impl ChunkCache {
 struct Publisher {
     queue: Arc<Queue>,
     reference: Option<String>,
+    /// Messages published, confirmed and refused (for `list_stream_publishers`).
+    published: u64,
+    confirmed: u64,
+    errored: u64,
 }
 
 /// A subscription: where it is in its stream and how many chunks it may still receive.
@@ -310,6 +314,10 @@ struct Subscription {
     reading: bool,
     /// The coordinator made it active (a group member only).
     active: bool,
+    /// Messages sent to it (for `list_stream_consumers`).
+    consumed: u64,
+    /// The properties it subscribed with.
+    properties: Vec<(String, String)>,
 }
 
 /// Completions from the group-commit thread.
@@ -347,6 +355,19 @@ struct Conn {
     shared: Arc<Shared>,
     id: u64,
     peer: SocketAddr,
+    /// Our end of the socket, and whether it is TLS (for the connection listings).
+    local: SocketAddr,
+    tls: bool,
+    /// The client's `peer properties`.
+    client_properties: FieldTable,
+    /// The SASL mechanism it authenticated with.
+    mechanism: String,
+    /// Socket counters, shown by the management API.
+    stats: Arc<ConnStats>,
+    /// Where the registry's requests (force close, reports) arrive.
+    requests: mpsc::UnboundedSender<ConnEvent>,
+    /// In the node's connection registry once open.
+    _registration: Option<Registration>,
     /// The client's verified TLS certificate (for SASL EXTERNAL).
     cert: Option<Vec<u8>>,
     out: Box<dyn AsyncWrite + Send + Unpin>,
@@ -371,7 +392,7 @@ struct Conn {
 async fn connection<S>(
     socket: S,
     cert: Option<Vec<u8>>,
-    peer: SocketAddr,
+    (peer, local, tls): (SocketAddr, SocketAddr, bool),
     shared: Arc<Shared>,
     mut stopped: watch::Receiver<bool>,
 ) where
@@ -380,11 +401,19 @@ async fn connection<S>(
     let (mut rd, out) = tokio::io::split(socket);
     let (events, mut inbox) = mpsc::unbounded_channel();
     let (notices, mut notified) = mpsc::unbounded_channel();
-    let id = shared.ids.fetch_add(1, Ordering::Relaxed);
+    let (requests, mut requested) = mpsc::unbounded_channel();
+    let id = shared.admin.next_connection_id();
     let mut conn = Conn {
         shared,
         id,
         peer,
+        local,
+        tls,
+        client_properties: FieldTable::default(),
+        mechanism: String::new(),
+        stats: Arc::new(ConnStats::default()),
+        requests,
+        _registration: None,
         cert,
         out: Box::new(out),
         user: None,
@@ -421,8 +450,9 @@ async fn connection<S>(
         tokio::select! {
             r = rd.read_buf(&mut buf) => match r {
                 Ok(0) => break End::Gone("client closed the socket".into()),
-                Ok(_) => {
+                Ok(n) => {
                     last_read = Instant::now();
+                    conn.stats.received(n);
                     let mut ended = None;
                     loop {
                         match take_frame(&mut buf, conn.frame_max) {
@@ -447,6 +477,11 @@ async fn connection<S>(
             },
             Some(ev) = inbox.recv() => {
                 if let Err(e) = conn.event(ev).await {
+                    break e;
+                }
+            }
+            Some(request) = requested.recv() => {
+                if let Err(e) = conn.request(request) {
                     break e;
                 }
             }
@@ -577,8 +612,68 @@ fn stream_arguments(args: Vec<(String, String)>) -> Option<FieldTable> {
 impl Conn {
     async fn send(&mut self, frame: Vec<u8>) -> Result<(), End> {
         self.out.write_all(&frame).await?;
+        self.stats.sent(frame.len());
         self.last_write = Instant::now();
         Ok(())
+    }
+
+    /// A request from the node's connection registry.
+    fn request(&mut self, request: ConnEvent) -> Result<(), End> {
+        match request {
+            ConnEvent::ForceClose { reason } => Err(End::Close(code::OK, reason)),
+            ConnEvent::Report(reply) => {
+                // No channels on a stream connection.
+                let _ = reply.send(Vec::new());
+                Ok(())
+            }
+            ConnEvent::StreamReport(reply) => {
+                let _ = reply.send(self.report());
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The publishers and subscriptions, by id.
+    fn report(&self) -> StreamReport {
+        let mut publishers: Vec<StreamPublisherReport> = self
+            .publishers
+            .iter()
+            .map(|(id, p)| StreamPublisherReport {
+                id: *id,
+                stream: p.queue.name.to_string(),
+                reference: p.reference.clone().unwrap_or_default(),
+                published: p.published,
+                confirmed: p.confirmed,
+                errored: p.errored,
+            })
+            .collect();
+        publishers.sort_by_key(|p| p.id);
+        let mut consumers: Vec<StreamConsumerReport> = self
+            .subscriptions
+            .iter()
+            .map(|(id, s)| {
+                let offset = s.next.saturating_sub(1);
+                let end = s
+                    .queue
+                    .with_stream_log(|l| l.next_offset().saturating_sub(1))
+                    .unwrap_or(offset);
+                StreamConsumerReport {
+                    id: *id,
+                    stream: s.queue.name.to_string(),
+                    consumed: s.consumed,
+                    offset,
+                    offset_lag: end.saturating_sub(offset),
+                    credits: s.credit,
+                    properties: s.properties.clone(),
+                }
+            })
+            .collect();
+        consumers.sort_by_key(|c| c.id);
+        StreamReport {
+            publishers,
+            consumers,
+        }
     }
 
     async fn respond(&mut self, k: u16, correlation: u32, c: u16) -> Result<(), End> {
@@ -787,7 +882,12 @@ impl Conn {
 
     async fn peer_properties(&mut self, r: &mut Reader<'_>) -> Result<(), End> {
         let correlation = r.u32()?;
-        let _client = r.map()?;
+        let client = r.map()?;
+        let mut props = FieldTable::default();
+        for (k, v) in client {
+            props.insert(k.into(), AMQPValue::LongString(v.into()));
+        }
+        self.client_properties = props;
         let id = self.shared.admin.config().identity.resolved();
         let props = vec![
             ("product".to_string(), id.product),
@@ -835,6 +935,7 @@ impl Conn {
         ) {
             Ok(user) => {
                 self.user = Some(user);
+                self.mechanism = mechanism.to_string();
                 self.respond(key::SASL_AUTHENTICATE, correlation, code::OK)
                     .await?;
                 let mut w = Writer::command(key::TUNE, 1);
@@ -876,6 +977,28 @@ impl Conn {
                 self.vhost = Some(v);
                 self.grant = Some(Arc::new(g));
                 self._slot = Some(slot);
+                // Listed with the AMQP connections (protocol "stream"), as in RabbitMQ,
+                // and closed with them (a deleted user or vhost, an operator).
+                self._registration = Some(self.shared.admin.register_connection(
+                    ConnectionInfo {
+                        id: self.id,
+                        protocol: warren_server::registry::STREAM,
+                        name: warren_server::registry::connection_name(self.peer, self.local),
+                        user: user.clone(),
+                        vhost: vhost_name.clone(),
+                        peer: self.peer,
+                        local: self.local,
+                        client_properties: self.client_properties.clone(),
+                        connected_at: std::time::SystemTime::now(),
+                        tls: self.tls,
+                        auth_mechanism: self.mechanism.clone(),
+                        frame_max: FRAME_MAX,
+                        channel_max: 0,
+                        heartbeat: HEARTBEAT as u16,
+                        stats: self.stats.clone(),
+                    },
+                    self.requests.clone(),
+                ));
                 let props = vec![
                     ("advertised_host".to_string(), self.shared.host.clone()),
                     ("advertised_port".to_string(), self.shared.port.to_string()),
@@ -908,7 +1031,16 @@ impl Conn {
             None => code::STREAM_DOES_NOT_EXIST,
             Some(_) if self.publishers.contains_key(&id) => code::PRECONDITION_FAILED,
             Some(queue) => {
-                self.publishers.insert(id, Publisher { queue, reference });
+                self.publishers.insert(
+                    id,
+                    Publisher {
+                        queue,
+                        reference,
+                        published: 0,
+                        confirmed: 0,
+                        errored: 0,
+                    },
+                );
                 code::OK
             }
         };
@@ -945,6 +1077,9 @@ impl Conn {
         let queue = p.queue.clone();
         let reference = p.reference.clone();
         let routing_key = queue.name.clone();
+        if let Some(p) = self.publishers.get_mut(&id) {
+            p.published += n as u64;
+        }
         let mut confirmed_now = Vec::new();
         let mut to_sync = Vec::new();
         let mut failed = Vec::new();
@@ -1020,6 +1155,9 @@ impl Conn {
     }
 
     async fn confirm(&mut self, publisher: u8, ids: &[u64]) -> Result<(), End> {
+        if let Some(p) = self.publishers.get_mut(&publisher) {
+            p.confirmed += ids.len() as u64;
+        }
         let mut w = Writer::command(key::PUBLISH_CONFIRM, 1);
         w.u8(publisher).u32(ids.len() as u32);
         for i in ids {
@@ -1029,6 +1167,9 @@ impl Conn {
     }
 
     async fn publish_error(&mut self, publisher: u8, ids: &[u64], c: u16) -> Result<(), End> {
+        if let Some(p) = self.publishers.get_mut(&publisher) {
+            p.errored += ids.len() as u64;
+        }
         let mut w = Writer::command(key::PUBLISH_ERROR, 1);
         w.u8(publisher).u32(ids.len() as u32);
         for i in ids {
@@ -1164,6 +1305,8 @@ impl Conn {
                 group,
                 reading,
                 active: false,
+                consumed: 0,
+                properties,
             },
         );
         self.respond(key::SUBSCRIBE, correlation, code::OK).await?;
@@ -1230,6 +1373,7 @@ impl Conn {
                     }
                 };
                 if let Some(s) = self.subscriptions.get_mut(&id) {
+                    s.consumed += count;
                     s.next = first + count;
                     s.credit -= 1;
                 }
@@ -1241,6 +1385,7 @@ impl Conn {
                 head[..4].copy_from_slice(&size.to_be_bytes());
                 self.out.write_all(&head).await?;
                 self.out.write_all(&bytes).await?;
+                self.stats.sent(head.len() + bytes.len());
                 self.last_write = Instant::now();
             }
         }
