@@ -127,27 +127,7 @@ impl Registry {
         which: impl Fn(&ConnectionInfo) -> bool,
         timeout: std::time::Duration,
     ) -> Vec<(Arc<ConnectionInfo>, Vec<crate::stats::ChannelReport>)> {
-        let asked: Vec<_> = {
-            let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-            conns
-                .values()
-                .filter(|e| which(&e.info))
-                .filter_map(|e| {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    e.events.send(ConnEvent::Report(tx)).ok()?;
-                    Some((e.info.clone(), rx))
-                })
-                .collect()
-        };
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut out = Vec::with_capacity(asked.len());
-        for (info, rx) in asked {
-            if let Ok(Ok(channels)) = tokio::time::timeout_at(deadline, rx).await {
-                out.push((info, channels));
-            }
-        }
-        out.sort_by_key(|(i, _)| i.id);
-        out
+        self.ask_where(which, ConnEvent::Report, timeout).await
     }
 
     /// Asks every stream protocol connection `which` selects for its publishers and
@@ -157,14 +137,30 @@ impl Registry {
         which: impl Fn(&ConnectionInfo) -> bool,
         timeout: std::time::Duration,
     ) -> Vec<(Arc<ConnectionInfo>, StreamReport)> {
+        self.ask_where(
+            |c| c.protocol == STREAM && which(c),
+            ConnEvent::StreamReport,
+            timeout,
+        )
+        .await
+    }
+
+    /// Sends `ask` (carrying a reply sender) to every connection `which` selects and
+    /// collects the answers that come within `timeout`, by connection id.
+    async fn ask_where<T>(
+        &self,
+        which: impl Fn(&ConnectionInfo) -> bool,
+        ask: impl Fn(tokio::sync::oneshot::Sender<T>) -> ConnEvent,
+        timeout: std::time::Duration,
+    ) -> Vec<(Arc<ConnectionInfo>, T)> {
         let asked: Vec<_> = {
             let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
             conns
                 .values()
-                .filter(|e| e.info.protocol == STREAM && which(&e.info))
+                .filter(|e| which(&e.info))
                 .filter_map(|e| {
                     let (tx, rx) = tokio::sync::oneshot::channel();
-                    e.events.send(ConnEvent::StreamReport(tx)).ok()?;
+                    e.events.send(ask(tx)).ok()?;
                     Some((e.info.clone(), rx))
                 })
                 .collect()
@@ -172,8 +168,8 @@ impl Registry {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut out = Vec::with_capacity(asked.len());
         for (info, rx) in asked {
-            if let Ok(Ok(report)) = tokio::time::timeout_at(deadline, rx).await {
-                out.push((info, report));
+            if let Ok(Ok(answer)) = tokio::time::timeout_at(deadline, rx).await {
+                out.push((info, answer));
             }
         }
         out.sort_by_key(|(i, _)| i.id);
