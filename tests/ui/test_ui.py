@@ -449,6 +449,57 @@ def test_connections_and_channels_list_and_close_with_a_reason(driver, broker):
             conn.close()
 
 
+def test_channel_page_shows_prefetch_mode_and_consumers(driver, broker):
+    broker.api("PUT", "/queues/%2F/ui-channel-q", {"durable": False})
+    params = pika.URLParameters(broker.amqp_url)
+    params.client_properties = {"connection_name": "ui-channel-connection"}
+    conn = pika.BlockingConnection(params)
+    ch = conn.channel()
+    ch.basic_qos(prefetch_count=7)
+    ch.confirm_delivery()
+    ch.basic_consume("ui-channel-q", lambda c, m, p, b: None, consumer_tag="ui-channel-consumer")
+    try:
+        status, conns = broker.api("GET", "/connections")
+        assert status == 200
+        cname = next(c["name"] for c in conns
+                     if c["client_properties"].get("connection_name") == "ui-channel-connection")
+        channel = f"{cname} (1)"
+        login(driver, broker)
+        driver.find_element(By.LINK_TEXT, "Channels").click()
+        click(driver, By.LINK_TEXT, channel)
+        text_in(driver, "h1", channel)
+        assert driver.execute_script("return location.hash").startswith("#/channels/")
+        assert text_in(driver, "#channel-prefetch", "7") == "7"
+        assert text_in(driver, "#channel-mode", "confirm") == "confirm"
+        text_in(driver, "#page tbody", "ui-channel-consumer")
+        # The consumer's queue links to the queue's page; the connection to its own.
+        queue = wait(driver, EC.presence_of_element_located((By.LINK_TEXT, "ui-channel-q")))
+        assert queue.get_attribute("href").endswith("#/queues/%2F/ui-channel-q")
+        conn_link = wait(driver, EC.presence_of_element_located((By.CSS_SELECTOR, "table.kv a")))
+        assert conn_link.text == cname
+        wait(driver, lambda d: len(d.find_element(
+            By.CSS_SELECTOR, '[data-chart="Message rates"] polyline.s0').get_attribute("points").split()) >= 3)
+        driver.execute_script("window.scrollTo(0, 0)")
+        driver.save_screenshot(str(SHOTS / "channel.png"))
+        # The connection link keeps the keyboard focus through a refresh, and Enter follows
+        # it: the connection's page lists the channel, linked back to the channel's page.
+        driver.execute_script("arguments[0].focus()", driver.find_element(By.CSS_SELECTOR, "table.kv a"))
+        before = driver.find_element(By.ID, "status").text
+        wait(driver, lambda d: d.find_element(By.ID, "status").text != before)
+        assert driver.switch_to.active_element.text == cname
+        driver.switch_to.active_element.send_keys(Keys.ENTER)
+        text_in(driver, "h1", "Connection " + cname)
+        click(driver, By.LINK_TEXT, channel)
+        text_in(driver, "h1", channel)
+        # A channel that does not exist says so (the API's 404), in words.
+        go(driver, "#/channels/" + "no-such-connection%20(1)")
+        text_in(driver, "#page [role=alert]", "was not found")
+        assert "no-such-connection (1)" in driver.find_element(By.CSS_SELECTOR, "#page [role=alert]").text
+    finally:
+        if conn.is_open:
+            conn.close()
+
+
 # ---------- admin ----------
 
 def test_admin_users_permissions_vhosts_limits_policies(driver, broker):

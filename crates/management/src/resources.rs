@@ -226,17 +226,25 @@ async fn list_channels(
     json::list(visible_channels(&state, &caller, None, None).await, &q).map(Json)
 }
 
+/// One channel, with its consumers in `consumer_details` as RabbitMQ's object has them
+/// (the lists leave them out).
 async fn get_channel(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    visible_channels(&state, &caller, None, None)
+    let mut channel = visible_channels(&state, &caller, None, None)
         .await
         .into_iter()
         .find(|c| c["name"] == name.as_str())
-        .map(Json)
-        .ok_or_else(ApiError::not_found)
+        .ok_or_else(ApiError::not_found)?;
+    let vhost = channel["vhost"].as_str().unwrap_or_default().to_string();
+    let consumers: Vec<Value> = consumers_json(&state, &caller, Some(&vhost))
+        .into_iter()
+        .filter(|c| c["channel_details"]["name"] == name.as_str())
+        .collect();
+    channel["consumer_details"] = Value::Array(consumers);
+    Ok(Json(channel))
 }
 
 async fn connection_channels(

@@ -442,6 +442,7 @@ const routes = [
   [/^connections$/, connectionsPage, 'connections'],
   [/^connections\/([^/]+)$/, connectionPage, 'connections'],
   [/^channels$/, channelsPage, 'channels'],
+  [/^channels\/([^/]+)$/, channelPage, 'channels'],
   [/^exchanges$/, exchangesPage, 'exchanges'],
   [/^exchanges\/([^/]+)\/([^/]*)$/, exchangePage, 'exchanges'],
   [/^queues$/, queuesPage, 'queues'],
@@ -654,9 +655,13 @@ async function connectionPage(root, p, name) {
   };
 }
 
+const channelHref = (n) => '#/channels/' + enc(n);
+const channelMode = (c) => (c.confirm ? 'confirm' : c.transactional ? 'transactional' : 'none');
+const prefetch = (n) => fmtInt(n) + (n === 0 ? ' (no limit)' : '');
+
 function channelColumns() {
   return [
-    { title: 'Channel', sort: 'name', render: (c) => c.name },
+    { title: 'Channel', sort: 'name', render: (c) => h('a', { href: channelHref(c.name) }, c.name) },
     { title: 'User', sort: 'user', render: (c) => c.user },
     { title: 'Virtual host', sort: 'vhost', render: (c) => c.vhost },
     { title: 'Mode', render: (c) => [c.confirm ? h('span', { class: 'tag', title: 'Confirm' }, 'C') : null, c.transactional ? h('span', { class: 'tag', title: 'Transactional' }, 'T') : null] },
@@ -676,6 +681,61 @@ async function channelsPage(root, p) {
   const list = listView('/channels', channelColumns(), { noun: 'channels', empty: 'No channels.', byVhost: (v) => `/vhosts/${enc(v)}/channels` });
   root.append(title('Channels'), list.el);
   p.refresh = list.reload;
+}
+
+async function channelPage(root, p, name) {
+  const messages = chart('Messages', [{ key: 'unacked', label: 'Unacked' }, { key: 'unconfirmed', label: 'Unconfirmed' }], fmtInt);
+  const rates = chart('Message rates', [{ key: 'publish', label: 'Publish' }, { key: 'confirm', label: 'Publisher confirm' },
+    { key: 'deliver', label: 'Deliver / get' }, { key: 'ack', label: 'Consumer ack' }], fmtRate);
+  const details = h('table', { class: 'kv' });
+  const consumers = table([
+    { title: 'Queue', render: (x) => h('a', { href: queueHref(x.queue.vhost, x.queue.name) }, x.queue.name) },
+    { opt: true, title: 'Virtual host', render: (x) => x.queue.vhost },
+    { title: 'Consumer tag', render: (x) => h('span', { class: 'mono' }, x.consumer_tag) },
+    { title: 'Ack required', render: (x) => (x.ack_required ? 'yes' : 'no') },
+    { title: 'Exclusive', render: (x) => (x.exclusive ? 'yes' : 'no') },
+    { title: 'Prefetch', num: true, render: (x) => prefetch(x.prefetch_count) },
+    { opt: true, title: 'Arguments', render: (x) => kvList(x.arguments) },
+  ]);
+  const missing = h('p', { class: 'error', role: 'alert', hidden: true },
+    `Channel ${name} was not found: it does not exist or has been closed. `, h('a', { href: '#/channels' }, 'All channels'));
+  const body = h('div', {}, h('div', { class: 'grid2' }, messages.el, rates.el),
+    h('h2', {}, 'Details'), h('div', { class: 'scroll' }, details),
+    h('h2', {}, 'Consumers'), consumers.el);
+  root.append(title('Channel', name), missing, body);
+  let connLink = null; // one element across refreshes, so a click on it is never lost
+  p.refresh = async () => {
+    let c;
+    try {
+      c = await GET('/channels/' + enc(name));
+    } catch (e) {
+      if (e.status !== 404) throw e;
+      missing.hidden = false;
+      body.hidden = true;
+      return;
+    }
+    missing.hidden = true;
+    body.hidden = false;
+    const ms = c.message_stats || {};
+    messages.push({ unacked: c.messages_unacknowledged, unconfirmed: c.messages_unconfirmed });
+    rates.push({ publish: rate(ms, 'publish'), confirm: rate(ms, 'confirm'), deliver: rate(ms, 'deliver_get'), ack: rate(ms, 'ack') });
+    const conn = (c.connection_details || {}).name;
+    if (conn && (!connLink || connLink.textContent !== conn)) connLink = h('a', { href: '#/connections/' + enc(conn) }, conn);
+    const count = (k) => `${fmtInt(stat(ms, k))} (${fmtRate(rate(ms, k))})`;
+    const rows = [['Connection', conn ? connLink : ''], ['Channel number', c.number],
+      ['User', c.user], ['Virtual host', c.vhost], ['Mode', h('span', { id: 'channel-mode' }, channelMode(c))], ['State', stateCell(c.state)],
+      ['Prefetch count', h('span', { id: 'channel-prefetch' }, prefetch(c.prefetch_count))], ['Global prefetch count', prefetch(c.global_prefetch_count)],
+      ['Unacknowledged', fmtInt(c.messages_unacknowledged)], ['Unconfirmed', fmtInt(c.messages_unconfirmed)],
+      ['Uncommitted', fmtInt(c.messages_uncommitted)], ['Acks uncommitted', fmtInt(c.acks_uncommitted)],
+      ['Consumers', fmtInt(c.consumer_count)],
+      ['Published', count('publish')], ['Confirmed', count('confirm')], ['Delivered / got', count('deliver_get')],
+      ['Acked', count('ack')], ['Redelivered', count('redeliver')], ['Returned unroutable', count('return_unroutable')]];
+    // Not redrawn while the keyboard focus is on the connection link.
+    if (!details.contains(document.activeElement)) {
+      details.replaceChildren(h('tbody', {}, rows.map(([k, v]) => h('tr', {}, h('th', { scope: 'row' }, k), h('td', {}, v)))));
+    }
+    consumers.update(c.consumer_details || [], 'No consumers.');
+  };
 }
 
 // ---------- Exchanges ----------
