@@ -990,26 +990,31 @@ fn write_body(out: &mut Vec<u8>, body: &Body) {
 /// Encodes a message: the sections that are present, in the standard order.
 pub fn encode(m: &Amqp10Message) -> Vec<u8> {
     let mut out = Vec::new();
+    encode_into(m, &mut out);
+    out
+}
+
+/// [`encode`] appending to `out`.
+pub fn encode_into(m: &Amqp10Message, out: &mut Vec<u8>) {
     if let Some(h) = &m.header {
-        write_header(&mut out, h);
+        write_header(out, h);
     }
     if !m.delivery_annotations.is_empty() {
-        write_annotations(&mut out, DELIVERY_ANNOTATIONS, &m.delivery_annotations);
+        write_annotations(out, DELIVERY_ANNOTATIONS, &m.delivery_annotations);
     }
     if !m.message_annotations.is_empty() {
-        write_annotations(&mut out, MESSAGE_ANNOTATIONS, &m.message_annotations);
+        write_annotations(out, MESSAGE_ANNOTATIONS, &m.message_annotations);
     }
     if let Some(p) = &m.properties {
-        write_properties(&mut out, p);
+        write_properties(out, p);
     }
     if !m.application_properties.is_empty() {
-        write_application_properties(&mut out, &m.application_properties);
+        write_application_properties(out, &m.application_properties);
     }
-    write_body(&mut out, &m.body);
+    write_body(out, &m.body);
     if let Some(footer) = &m.footer {
-        write_annotations(&mut out, FOOTER, footer);
+        write_annotations(out, FOOTER, footer);
     }
-    out
 }
 
 // ---------------------------------------------------------------------------------
@@ -1865,6 +1870,41 @@ pub fn from_amqp091(m: &warren_broker::Message) -> Amqp10Message {
     }
 }
 
+/// [`from_amqp091`] then [`encode_into`], less the message annotation `drop` (the
+/// stream offset, which the chunk carries), without copying the body: what the stream
+/// protocol sends for each stored message.
+pub fn encode_from_amqp091_into(m: &warren_broker::Message, drop: &str, out: &mut Vec<u8>) {
+    let keep = |(k, _): &(Value, Value)| !matches!(k, Value::Symbol(s) if s == drop);
+    let p = m.full_properties();
+    if p.kind().as_ref().map(ShortString::as_str) == Some(AMQP10_TYPE) {
+        // AMQP 1.0 sections kept in the body: the general path.
+        let mut converted = from_amqp091(m);
+        converted.message_annotations.retain(keep);
+        encode_into(&converted, out);
+        return;
+    }
+    let empty = BTreeMap::new();
+    let headers = p.headers().as_ref().map_or(&empty, FieldTable::inner);
+    let mut meta = meta_from_091(&p, headers, false);
+    meta.message_annotations.retain(keep);
+    let sections = Amqp10Message {
+        header: meta.header,
+        delivery_annotations: Vec::new(),
+        message_annotations: meta.message_annotations,
+        properties: meta.properties,
+        application_properties: meta.application_properties,
+        // Written below, from the stored body.
+        body: Body::Data(Vec::new()),
+        footer: None,
+    };
+    encode_into(&sections, out);
+    write_section(out, DATA);
+    write_variable(out, 0xa0, 0xb0, &m.body);
+    if let Some(footer) = &meta.footer {
+        write_annotations(out, FOOTER, footer);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2347,6 +2387,36 @@ mod tests {
         let back = from_amqp091(&msg);
         assert_eq!(back, m);
         assert_eq!(decode(&encode(&back)).unwrap(), m);
+    }
+
+    #[test]
+    fn the_direct_encoding_is_the_conversion_then_encode() {
+        let general = |msg: &Message, drop: &str| {
+            let mut m = from_amqp091(msg);
+            m.message_annotations
+                .retain(|(k, _)| !matches!(k, Value::Symbol(s) if s == drop));
+            encode(&m)
+        };
+        let mut seq = rich_message();
+        seq.body = Body::Sequence(vec![vec![Value::Int(1)], vec![s("x")]]);
+        let stored_messages = [
+            stored(&common_message()),
+            stored(&client_message()),
+            stored(&rich_message()),
+            stored(&seq),
+            stored(&Amqp10Message::default()),
+            Message::new("", "q", Bytes::new(), Bytes::from_static(b"plain")),
+            Message::new("", "q", Bytes::new(), Bytes::new())
+                .with_header("x-stream-offset", AMQPValue::LongLongInt(7)),
+        ];
+        for msg in &stored_messages {
+            for drop in ["x-stream-offset", "x-opt-none"] {
+                let mut direct = vec![1, 2];
+                encode_from_amqp091_into(msg, drop, &mut direct);
+                assert_eq!(&direct[..2], &[1, 2], "appends");
+                assert_eq!(direct[2..], general(msg, drop)[..], "{msg:?}");
+            }
+        }
     }
 
     #[test]

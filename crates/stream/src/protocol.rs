@@ -256,27 +256,79 @@ impl Writer {
 /// An osiris chunk as `deliver` carries it: the 48-byte header, then each message as a
 /// simple entry (`0` bit + 31-bit size, then the AMQP 1.0 message).
 pub fn chunk(first_offset: u64, timestamp_ms: u64, messages: &[Vec<u8>]) -> Vec<u8> {
-    let mut data = Vec::with_capacity(messages.iter().map(|m| m.len() + 4).sum());
+    let mut c = ChunkWriter::with_capacity(messages.iter().map(|m| m.len() + 4).sum());
     for m in messages {
-        data.extend_from_slice(&((m.len() as u32) & 0x7fff_ffff).to_be_bytes());
-        data.extend_from_slice(m);
+        c.push(|out| out.extend_from_slice(m));
     }
-    let n = messages.len() as u32;
-    let mut out = Vec::with_capacity(48 + data.len());
-    out.push(0x50); // magic 5, version 0
-    out.push(0); // chunk type: user
-    out.extend_from_slice(&(n.min(u32::from(u16::MAX)) as u16).to_be_bytes());
-    out.extend_from_slice(&n.to_be_bytes());
-    out.extend_from_slice(&(timestamp_ms as i64).to_be_bytes());
-    out.extend_from_slice(&1u64.to_be_bytes()); // epoch
-    out.extend_from_slice(&first_offset.to_be_bytes());
-    out.extend_from_slice(&(crc32fast::hash(&data) as i32).to_be_bytes());
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    out.extend_from_slice(&0u32.to_be_bytes()); // trailer length
-    out.push(0); // bloom size
-    out.extend_from_slice(&[0, 0, 0]); // reserved
-    out.extend_from_slice(&data);
-    out
+    c.finish(first_offset, timestamp_ms)
+}
+
+/// Size of an osiris chunk header.
+const CHUNK_HEADER: usize = 48;
+
+/// Builds an osiris chunk in one buffer: entries are written in place after room for
+/// the header, which [`ChunkWriter::finish`] fills (no copy of the entries).
+#[derive(Debug)]
+pub struct ChunkWriter {
+    buf: Vec<u8>,
+    entries: u32,
+}
+
+impl ChunkWriter {
+    /// An empty chunk with room for `capacity` bytes of entries.
+    pub fn with_capacity(capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(CHUNK_HEADER + capacity);
+        buf.resize(CHUNK_HEADER, 0);
+        ChunkWriter { buf, entries: 0 }
+    }
+
+    /// Entries so far.
+    pub fn entries(&self) -> u32 {
+        self.entries
+    }
+
+    /// Bytes of entries so far (each with its 4-byte size).
+    pub fn data_len(&self) -> usize {
+        self.buf.len() - CHUNK_HEADER
+    }
+
+    /// Appends one simple entry: `write` adds the message's bytes.
+    pub fn push(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        write(&mut self.buf);
+        let len = (self.buf.len() - at - 4) as u32 & 0x7fff_ffff;
+        self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        self.entries += 1;
+    }
+
+    /// Removes the last entry, which started `data_len` bytes into the entries (the
+    /// value [`ChunkWriter::data_len`] had before it was pushed).
+    pub fn pop_to(&mut self, data_len: usize) {
+        self.buf.truncate(CHUNK_HEADER + data_len);
+        self.entries = self.entries.saturating_sub(1);
+    }
+
+    /// The finished chunk, its first entry at `first_offset`.
+    pub fn finish(mut self, first_offset: u64, timestamp_ms: u64) -> Vec<u8> {
+        let n = self.entries;
+        let (head, data) = self.buf.split_at_mut(CHUNK_HEADER);
+        let mut h = Vec::with_capacity(CHUNK_HEADER);
+        h.push(0x50); // magic 5, version 0
+        h.push(0); // chunk type: user
+        h.extend_from_slice(&(n.min(u32::from(u16::MAX)) as u16).to_be_bytes());
+        h.extend_from_slice(&n.to_be_bytes());
+        h.extend_from_slice(&(timestamp_ms as i64).to_be_bytes());
+        h.extend_from_slice(&1u64.to_be_bytes()); // epoch
+        h.extend_from_slice(&first_offset.to_be_bytes());
+        h.extend_from_slice(&(crc32fast::hash(data) as i32).to_be_bytes());
+        h.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        h.extend_from_slice(&0u32.to_be_bytes()); // trailer length
+        h.push(0); // bloom size
+        h.extend_from_slice(&[0, 0, 0]); // reserved
+        head.copy_from_slice(&h);
+        self.buf
+    }
 }
 
 #[cfg(test)]

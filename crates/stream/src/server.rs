@@ -32,7 +32,7 @@ use warren_server::sink::ConnEvent;
 use warren_server::stats::ConnStats;
 
 use crate::amqp10;
-use crate::protocol::{code, key, Malformed, Reader, Writer};
+use crate::protocol::{code, key, ChunkWriter, Malformed, Reader, Writer};
 use crate::sac::{self, GroupKey, Notice};
 
 /// Frames larger than this are refused before `open` (RabbitMQ's default).
@@ -560,12 +560,8 @@ fn take_frame(buf: &mut bytes::BytesMut, frame_max: u32) -> Result<Option<bytes:
 /// The AMQP 1.0 encoding of a stored message, as a stream client receives it: without
 /// the `x-stream-offset` header the engine adds for AMQP 0-9-1 consumers (it would be a
 /// message annotation; stream clients get offsets from the chunk).
-fn wire_message(m: &Message) -> Vec<u8> {
-    let mut converted = amqp10::from_amqp091(m);
-    converted
-        .message_annotations
-        .retain(|(k, _)| !matches!(k, amqp10::Value::Symbol(s) if s == OFFSET_HEADER));
-    amqp10::encode(&converted)
+fn write_wire_message(m: &Message, out: &mut Vec<u8>) {
+    amqp10::encode_from_amqp091_into(m, OFFSET_HEADER, out);
 }
 
 /// The answer to `route` or `partitions`, as RabbitMQ gives it: access refused (and no
@@ -1352,22 +1348,18 @@ impl Conn {
                         };
                         let first = entries[0].offset;
                         // As many entries as fit in one frame (at least one).
-                        let mut messages = Vec::new();
-                        let mut size = 0usize;
+                        let wanted: usize = entries.iter().map(|e| e.message.body.len() + 96).sum();
+                        let mut chunk = ChunkWriter::with_capacity(wanted.min(budget));
                         for e in &entries {
-                            let m = wire_message(&e.message);
-                            if !messages.is_empty() && size + m.len() + 4 > budget {
+                            let before = chunk.data_len();
+                            chunk.push(|out| write_wire_message(&e.message, out));
+                            if chunk.entries() > 1 && chunk.data_len() > budget {
+                                chunk.pop_to(before);
                                 break;
                             }
-                            size += m.len() + 4;
-                            messages.push(m);
                         }
-                        let count = messages.len() as u64;
-                        let bytes = Arc::new(crate::protocol::chunk(
-                            first,
-                            entries[0].timestamp,
-                            &messages,
-                        ));
+                        let count = u64::from(chunk.entries());
+                        let bytes = Arc::new(chunk.finish(first, entries[0].timestamp));
                         self.shared.chunks.put(&queue, first, count, bytes.clone());
                         (first, count, bytes)
                     }
