@@ -976,6 +976,19 @@ async fn channels_and_connection_counters_are_exact() {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(one["number"], 1);
+    // One channel's object has its consumers; the queue's consumers name their channel
+    // and connection, as RabbitMQ's do (the UI links them).
+    assert_eq!(one["consumer_details"][0]["consumer_tag"], "c1");
+    let (_, q) = api.get("/api/queues/%2F/chq").await;
+    let qc = &q["consumer_details"][0];
+    assert_eq!(qc["consumer_tag"], "c1");
+    assert_eq!(qc["channel_details"]["name"], c["name"]);
+    assert_eq!(qc["channel_details"]["connection_name"], conn_name);
+    assert_eq!(qc["channel_details"]["user"], "guest");
+    assert_eq!(qc["prefetch_count"], 7);
+    assert_eq!(qc["queue"]["name"], "chq");
+    let (_, all) = api.get("/api/consumers").await;
+    assert_eq!(all[0], *qc, "the same consumer object everywhere");
     let (_, of_conn) = api
         .get(&format!("/api/connections/{}/channels", encoded(conn_name)))
         .await;

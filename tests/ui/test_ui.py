@@ -491,6 +491,11 @@ def test_channel_page_shows_prefetch_mode_and_consumers(driver, broker):
         text_in(driver, "h1", "Connection " + cname)
         click(driver, By.LINK_TEXT, channel)
         text_in(driver, "h1", channel)
+        # The queue's page names the consumer's channel, linked to the channel's page.
+        go(driver, "#/queues/%2F/ui-channel-q")
+        text_in(driver, "#page", "ui-channel-consumer")
+        click(driver, By.LINK_TEXT, channel)
+        assert text_in(driver, "#channel-prefetch", "7") == "7"
         # A channel that does not exist says so (the API's 404), in words.
         go(driver, "#/channels/" + "no-such-connection%20(1)")
         text_in(driver, "#page [role=alert]", "was not found")

@@ -2,6 +2,7 @@
 //! `/api/definitions`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use axum::body::Bytes;
@@ -284,30 +285,42 @@ fn consumers_json(state: &AppState, caller: &Caller, only: Option<&str>) -> Vec<
         }
         for q in v.queues() {
             for c in q.snapshot().consumers_detail {
-                let conn = conns.iter().find(|i| i.id == c.connection);
-                out.push(json!({
-                    "consumer_tag": c.tag,
-                    "exclusive": c.exclusive,
-                    "ack_required": !c.no_ack,
-                    "prefetch_count": c.prefetch,
-                    "active": true,
-                    "activity_status": "up",
-                    "arguments": if c.priority != 0 { json!({"x-priority": c.priority}) } else { json!({}) },
-                    "queue": {"name": q.name, "vhost": v.name},
-                    "channel_details": {
-                        "number": c.channel,
-                        "connection_name": conn.map(|i| i.name.clone()),
-                        "name": conn.map(|i| format!("{} ({})", i.name, c.channel)),
-                        "user": conn.map(|i| i.user.clone()),
-                        "peer_host": conn.map(|i| i.peer.ip().to_string()),
-                        "peer_port": conn.map(|i| i.peer.port()),
-                        "node": state.admin.node_name(),
-                    },
-                }));
+                out.push(consumer_json(state, &conns, &v.name, &q.name, &c));
             }
         }
     }
     out
+}
+
+/// A consumer as RabbitMQ's API shows it (in `/api/consumers` and a queue's
+/// `consumer_details`), with its channel found among `conns`.
+pub(crate) fn consumer_json(
+    state: &AppState,
+    conns: &[Arc<ConnectionInfo>],
+    vhost: &str,
+    queue: &str,
+    c: &warren_broker::queue::ConsumerInfo,
+) -> Value {
+    let conn = conns.iter().find(|i| i.id == c.connection);
+    json!({
+        "consumer_tag": c.tag,
+        "exclusive": c.exclusive,
+        "ack_required": !c.no_ack,
+        "prefetch_count": c.prefetch,
+        "active": true,
+        "activity_status": "up",
+        "arguments": if c.priority != 0 { json!({"x-priority": c.priority}) } else { json!({}) },
+        "queue": {"name": queue, "vhost": vhost},
+        "channel_details": {
+            "number": c.channel,
+            "connection_name": conn.map(|i| i.name.clone()),
+            "name": conn.map(|i| format!("{} ({})", i.name, c.channel)),
+            "user": conn.map(|i| i.user.clone()),
+            "peer_host": conn.map(|i| i.peer.ip().to_string()),
+            "peer_port": conn.map(|i| i.peer.port()),
+            "node": state.admin.node_name(),
+        },
+    })
 }
 
 async fn list_consumers(State(state): State<AppState>, caller: Caller) -> Json<Value> {

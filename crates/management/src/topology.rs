@@ -107,22 +107,16 @@ fn queue_json(state: &AppState, v: &VHost, q: &Queue) -> Value {
     let node = state.admin.node_name();
     let policy = v.queue_policy(&q.name);
     let operator_policy = v.queue_operator_policy(&q.name);
+    // The connections are looked up only for a queue with consumers.
+    let conns = if s.consumers_detail.is_empty() {
+        Vec::new()
+    } else {
+        state.admin.connections()
+    };
     let consumer_details: Vec<Value> = s
         .consumers_detail
         .iter()
-        .map(|c| {
-            json!({
-                "consumer_tag": c.tag,
-                "channel_details": {"number": c.channel},
-                "ack_required": !c.no_ack,
-                "exclusive": c.exclusive,
-                "prefetch_count": c.prefetch,
-                "arguments": {},
-                "active": true,
-                "activity_status": "up",
-                "queue": {"name": q.name, "vhost": v.name},
-            })
-        })
+        .map(|c| crate::resources::consumer_json(state, &conns, &v.name, &q.name, c))
         .collect();
     json!({
         "name": q.name,

@@ -914,7 +914,7 @@ async function queuePage(root, p, vhost, name) {
     { key: 'ack', label: 'Consumer ack' }, { key: 'redeliver', label: 'Redelivered' }], fmtRate);
   const details = h('table', { class: 'kv' });
   const consumers = table([
-    { title: 'Channel', render: (c) => (c.channel_details && (c.channel_details.name || '#' + c.channel_details.number)) || '' },
+    { title: 'Channel', render: (c) => { const d = c.channel_details || {}; return d.name ? h('a', { href: channelHref(d.name) }, d.name) : (d.number != null ? '#' + d.number : ''); } },
     { title: 'Consumer tag', render: (c) => h('span', { class: 'mono' }, c.consumer_tag) },
     { title: 'Ack required', render: (c) => (c.ack_required ? 'yes' : 'no') },
     { title: 'Exclusive', render: (c) => (c.exclusive ? 'yes' : 'no') },
